@@ -1,0 +1,36 @@
+"""The alias router: the small interface through which the operator reads and shifts an alias.
+
+Contract for every implementation (the boto3 one, the strict fake):
+- ``get_alias`` returns None when the alias does not exist; raises ``FunctionNotFoundError``
+  when the function does not.
+- ``route`` writes the alias in one ``UpdateAlias`` call that carries ``revision_id`` (the one
+  read before it), then reads the alias back and returns what it now serves. ``canary_percent``
+  of 0 or a ``canary`` of None clears the routing map; the new primary is never left in the map.
+  A changed alias raises ``AliasConflictError`` and nothing is written.
+- ``get_version`` describes one published version (``VersionNotFoundError`` when absent).
+- Errors are the project's own (``lambda_rollouts.errors``), never botocore's.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from lambda_rollouts.observed import AliasState, Target, VersionInfo
+
+
+class AliasRouter(Protocol):
+    async def get_alias(self, target: Target) -> AliasState | None: ...
+
+    async def create_alias(self, target: Target, version: str) -> AliasState: ...
+
+    async def route(
+        self,
+        target: Target,
+        *,
+        primary: str,
+        canary: str | None,
+        canary_percent: float,
+        revision_id: str,
+    ) -> AliasState: ...
+
+    async def get_version(self, target: Target, version: str) -> VersionInfo: ...

@@ -1,0 +1,106 @@
+"""The ``lambda-rollouts`` command.
+
+- ``run``: the operator, against the current kubeconfig or the in-cluster service account, and
+  the default AWS credential chain (``AWS_REGION``, ``AWS_ENDPOINT_URL`` honoured). All namespaces
+  unless ``--namespace`` is given.
+- ``sandbox``: a local Kubernetes API emulator and AWS emulator with a seeded demo function and
+  the operator, kept running; prints the variables to export for kubectl.
+- ``demo``: the sandbox, one example rollout shown step by step, a summary, exit 0.
+- ``crd``: print the CustomResourceDefinition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from lambda_rollouts import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="lambda-rollouts")
+def main() -> None:
+    """Progressive delivery for AWS Lambda aliases, driven from Kubernetes."""
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option(
+    "--namespace", "-n", "namespaces", multiple=True, help="Watch only these namespaces (repeatable)."
+)
+@click.option(
+    "--liveness", "liveness", default=None, help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz."
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log at debug level.")
+def run(namespaces: tuple[str, ...], liveness: str | None, verbose: bool) -> None:
+    """Run the operator against the current cluster and AWS account."""
+    import kopf
+
+    from lambda_rollouts.handlers import Wiring, build_registry
+    from lambda_rollouts.settings import Settings
+
+    _configure_logging(verbose)
+    overrides: dict[str, Any] = {}
+    if namespaces:
+        overrides["namespaces"] = list(namespaces)
+    if liveness:
+        overrides["liveness_endpoint"] = liveness
+    settings = Settings(**overrides)
+    registry = build_registry(Wiring(settings=settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                clusterwide=not settings.namespaces,
+                namespaces=settings.namespaces,
+                standalone=True,
+                liveness_endpoint=settings.liveness_endpoint,
+            )
+        )
+
+
+@main.command()
+@click.option(
+    "--kube-port", default=0, type=int, help="Port of the Kubernetes API emulator (0: any free port)."
+)
+@click.option("--aws-port", default=0, type=int, help="Port of the AWS emulator (0: any free port).")
+@click.option(
+    "--no-operator", is_flag=True, help="Do not run the operator; run `lambda-rollouts run` yourself."
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log at debug level.")
+def sandbox(kube_port: int, aws_port: int, no_operator: bool, verbose: bool) -> None:
+    """Keep a local sandbox running: Kubernetes and AWS emulators, a demo function, the operator."""
+    from lambda_rollouts.sandbox.runtime import serve_forever
+
+    _configure_logging(verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(kube_port=kube_port, aws_port=aws_port, run_operator=not no_operator))
+
+
+@main.command()
+@click.option("--verbose", "-v", is_flag=True, help="Log the operator at debug level.")
+def demo(verbose: bool) -> None:
+    """Show one canary rollout in the local sandbox, then exit."""
+    from lambda_rollouts.sandbox.demo import run_demo
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+    sys.exit(asyncio.run(run_demo()))
+
+
+@main.command()
+def crd() -> None:
+    """Print the LambdaRollout CustomResourceDefinition as YAML."""
+    from lambda_rollouts.crd import render_crd_yaml
+
+    click.echo(render_crd_yaml(), nl=False)

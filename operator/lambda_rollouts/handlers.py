@@ -1,0 +1,208 @@
+"""Kopf glue: register the handlers, unpack Kopf's arguments, call the reconcile service.
+
+Every handler is async: Kopf runs sync handlers in worker threads, which would make the wake-up
+event cross threads and keep fast-forwarded test loops waiting in real time.
+
+Contract:
+- ``build_registry(wiring)`` returns a Kopf registry with every handler of the operator. The same
+  registry serves ``lambda-rollouts run``, the sandbox and the tests; ``Wiring`` says which AWS
+  router, status writer and clock to use.
+- One daemon per rollout runs ``RolloutService.run``; a watch-event handler wakes it as soon as
+  ``metadata.generation`` changes, so spec changes reach the alias without waiting for a tick.
+- The delete handler (behind the finalizer) runs ``RolloutService.finalize``; project errors
+  become ``kopf.TemporaryError`` here and nowhere else, so deletion is retried until it is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from lambda_rollouts.aws.router import AliasRouter
+from lambda_rollouts.errors import LambdaRolloutsError
+from lambda_rollouts.kube import ApiConnection, HttpStatusWriter, StatusWriter
+from lambda_rollouts.model import GROUP, PLURAL, VERSION
+from lambda_rollouts.planner import Event
+from lambda_rollouts.reconcile import Clock, LoopClock, RolloutRef, RolloutService
+from lambda_rollouts.settings import Settings
+
+FINALIZER = f"{GROUP}/finalizer"
+
+
+def _default_router(settings: Settings) -> AliasRouter:
+    from lambda_rollouts.aws.boto_router import BotoAliasRouter
+
+    router: AliasRouter = BotoAliasRouter(settings)
+    return router
+
+
+@dataclass
+class Wiring:
+    """What the operator talks to. Defaults are the real systems."""
+
+    settings: Settings = field(default_factory=Settings)
+    router_factory: Callable[[Settings], AliasRouter] = _default_router
+    writer_factory: Callable[[ApiConnection], StatusWriter] = HttpStatusWriter
+    clock_factory: Callable[[], Clock] = LoopClock
+    # None: log in like kubectl does (in-cluster service account, then the kubeconfig).
+    connection: ApiConnection | None = None
+
+
+class KopfEventSink:
+    def __init__(self, body: kopf.Body) -> None:
+        self._body = body
+
+    def post(self, event: Event) -> None:
+        kopf.event(self._body, type=event.type.value, reason=event.reason.value, message=event.message)
+
+
+def _to_api_connection(info: kopf.ConnectionInfo) -> ApiConnection:
+    def text(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    def data(value: str | bytes | None) -> bytes | None:
+        return value.encode() if isinstance(value, str) else value
+
+    return ApiConnection(
+        server=info.server,
+        ca_path=text(info.ca_path),
+        ca_data=data(info.ca_data),
+        insecure=bool(info.insecure),
+        token=info.token,
+        scheme=info.scheme,
+        username=info.username,
+        password=info.password,
+        certificate_path=text(info.certificate_path),
+        certificate_data=data(info.certificate_data),
+        private_key_path=text(info.private_key_path),
+        private_key_data=data(info.private_key_data),
+    )
+
+
+def _to_connection_info(connection: ApiConnection) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(
+        server=connection.server,
+        ca_path=connection.ca_path,
+        ca_data=connection.ca_data,
+        insecure=connection.insecure,
+        token=connection.token,
+        scheme=connection.scheme,
+        username=connection.username,
+        password=connection.password,
+        certificate_path=connection.certificate_path,
+        certificate_data=connection.certificate_data,
+        private_key_path=connection.private_key_path,
+        private_key_data=connection.private_key_data,
+    )
+
+
+class _OperatorState:
+    """What lives for the whole operator run: the service, built once Kopf has logged in."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.wiring = wiring
+        self.connection: ApiConnection | None = wiring.connection
+        self._service: RolloutService | None = None
+        self._writer: StatusWriter | None = None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+
+    def service(self) -> RolloutService:
+        if self._service is None:
+            if self.connection is None:
+                raise kopf.PermanentError("the operator has no Kubernetes connection to write status with")
+            wiring = self.wiring
+            self._writer = wiring.writer_factory(self.connection)
+            self._service = RolloutService(
+                settings=wiring.settings,
+                router=wiring.router_factory(wiring.settings),
+                writer=self._writer,
+                clock=wiring.clock_factory(),
+            )
+        return self._service
+
+
+def _snapshot(body: kopf.Body) -> Mapping[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
+    wiring = wiring or Wiring()
+    state = _OperatorState(wiring)
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.INFO
+        # The operator needs no namespace or CRD scanning: it serves one known resource.
+        settings.scanning.disabled = True
+
+    @kopf.on.cleanup(registry=registry)
+    async def close_clients(**_: Any) -> None:
+        await state.close()
+
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if wiring.connection is not None:
+            return _to_connection_info(wiring.connection)
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is not None:
+            state.connection = _to_api_connection(info)
+        return info
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def wake_on_change(body: kopf.Body, memo: Any, **_: Any) -> None:
+        generation = body.metadata.get("generation")
+        if memo.get("seen_generation") != generation:
+            memo["seen_generation"] = generation
+            memo.setdefault("wakeup", asyncio.Event()).set()
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+    async def drive_rollout(
+        body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        stop = asyncio.Event()
+        bridge = asyncio.create_task(_set_when_stopped(stopped, stop))
+        wakeup: asyncio.Event = memo.setdefault("wakeup", asyncio.Event())
+        try:
+            await state.service().run(
+                RolloutRef(namespace or "", name), lambda: _snapshot(body), KopfEventSink(body), wakeup, stop
+            )
+        finally:
+            bridge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bridge
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def finalize(body: kopf.Body, namespace: str | None, name: str, retry: int, **_: Any) -> None:
+        try:
+            await state.service().finalize(
+                RolloutRef(namespace or "", name), _snapshot(body), KopfEventSink(body)
+            )
+        except LambdaRolloutsError as exc:
+            delay = min(
+                wiring.settings.retry_max_delay_seconds,
+                wiring.settings.retry_initial_delay_seconds * 2**retry,
+            )
+            raise kopf.TemporaryError(f"cannot release the alias yet: {exc.message}", delay=delay) from exc
+
+    return registry
+
+
+async def _set_when_stopped(stopped: kopf.DaemonStopped, stop: asyncio.Event) -> None:
+    await stopped.wait()
+    stop.set()

@@ -1,0 +1,268 @@
+"""The reconcile service: observe, plan, act, and write the status once.
+
+Contract:
+- ``RolloutService.reconcile`` makes one pass over one rollout: read the alias, ask the pure
+  planner, run the pre-flight checks when the planner asks for them, make at most one alias write
+  and read it back, then write the whole status in one request (only when it changed) and post
+  the plan's Events. Every project error becomes a status (``plan_failure``); nothing escapes
+  except ``ObjectGoneError`` (the rollout was deleted meanwhile) and bugs.
+- ``RolloutService.run`` is the per-rollout loop: reconcile, then sleep until the plan's next due
+  time, the drift-check interval, a wake-up (spec changed) or a stop, whichever comes first.
+  Nothing calls AWS while nothing is due except the drift check.
+- ``RolloutService.finalize`` makes deletion safe: mid-shift, all traffic goes back to the
+  stable version first; a finished rollout leaves the alias alone.
+- Time comes from a ``Clock``; ``LoopClock`` follows the event loop, so fast-forwarded loops in
+  tests move the operator's clock with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from lambda_rollouts import planner
+from lambda_rollouts.aws.router import AliasRouter
+from lambda_rollouts.errors import (
+    FunctionNotFoundError,
+    KubernetesError,
+    LambdaRolloutsError,
+    ObjectGoneError,
+    SpecError,
+)
+from lambda_rollouts.kube import StatusWriter
+from lambda_rollouts.model import EventType, Reason, RolloutSpec, RolloutStatus
+from lambda_rollouts.observed import AliasState, Target
+from lambda_rollouts.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class LoopClock:
+    """Wall time that advances with the running event loop's clock (fast-forwardable in tests)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wall_anchor = datetime.now(UTC)
+        self._loop_anchor = self._loop.time()
+
+    def __call__(self) -> datetime:
+        return self._wall_anchor + timedelta(seconds=self._loop.time() - self._loop_anchor)
+
+
+class EventSink(Protocol):
+    def post(self, event: planner.Event) -> None: ...
+
+
+@dataclass
+class LoopMemory:
+    """What one rollout's loop remembers between passes, to save reads and to ignore stale bodies.
+
+    The body a watch delivers can lag behind our own status write; a status still equal to the one
+    we read before writing is that lag, and the status we wrote is the truth. The alias read back
+    after a write is still fresh when the next pass follows at once.
+    """
+
+    status_read: dict[str, Any] | None = None
+    status_written: dict[str, Any] | None = None
+    alias_after_write: AliasState | None = None
+
+    def current_status(self, raw_status: dict[str, Any]) -> dict[str, Any]:
+        if self.status_written is not None and raw_status == self.status_read:
+            return self.status_written
+        return raw_status
+
+
+@dataclass(frozen=True)
+class RolloutRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class RolloutService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        router: AliasRouter,
+        writer: StatusWriter,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._router = router
+        self._writer = writer
+        self._clock = clock
+        self._backoff = planner.Backoff(
+            settings.retry_initial_delay_seconds, settings.retry_max_delay_seconds
+        )
+
+    def target_of(self, spec: RolloutSpec) -> Target:
+        return Target(
+            function_name=spec.function_name,
+            alias=spec.alias,
+            region=spec.region or self._settings.default_region,
+            role_arn=spec.role_arn,
+        )
+
+    async def reconcile(
+        self,
+        ref: RolloutRef,
+        body: Mapping[str, Any],
+        events: EventSink,
+        memory: LoopMemory | None = None,
+    ) -> planner.Plan:
+        memory = memory or LoopMemory()
+        generation = body.get("metadata", {}).get("generation")
+        raw_status = memory.current_status(dict(body.get("status") or {}))
+        status = RolloutStatus.parse(raw_status)
+        known_alias, memory.alias_after_write = memory.alias_after_write, None
+        spec: RolloutSpec | None = None
+        try:
+            spec = RolloutSpec.parse(body.get("spec"))
+            plan = await self._plan_and_act(spec, status, generation, known_alias, memory)
+        except ObjectGoneError:
+            raise
+        except LambdaRolloutsError as exc:
+            logger.info("rollout %s: %s (%s)", ref, exc.message, exc.reason)
+            plan = planner.plan_failure(
+                status, exc, spec=spec, generation=generation, now=self._clock(), backoff=self._backoff
+            )
+        new_status = plan.status.to_wire()
+        if new_status != raw_status:
+            await self._writer.write_status(ref.namespace, ref.name, new_status, raw_status)
+            memory.status_read, memory.status_written = raw_status, new_status
+        for event in plan.events:
+            events.post(event)
+        return plan
+
+    async def _plan_and_act(
+        self,
+        spec: RolloutSpec,
+        status: RolloutStatus,
+        generation: int | None,
+        known_alias: AliasState | None,
+        memory: LoopMemory,
+    ) -> planner.Plan:
+        target = self.target_of(spec)
+        alias = known_alias or await self._router.get_alias(target)
+        plan = planner.plan(spec, status, alias, generation=generation, now=self._clock())
+        if plan.verify is not None:
+            await self._verify(target, plan.verify)
+            plan = planner.plan(
+                spec, status, alias, generation=generation, now=self._clock(), verified=plan.verify.pair
+            )
+        if plan.action is None:
+            return plan
+        served = await self._act(target, plan.action)
+        if plan.requeue_after == 0:
+            memory.alias_after_write = served
+        canary = plan.status.canary_version
+        weight = served.percent_on(canary) if canary else None
+        return _with_status(plan, plan.status.model_copy(update={"canary_weight": weight}))
+
+    async def _verify(self, target: Target, versions: planner.VerifyVersions) -> None:
+        canary = await self._router.get_version(target, versions.canary)
+        if versions.stable == versions.canary:
+            stable = canary
+        else:
+            stable = await self._router.get_version(target, versions.stable)
+        planner.check_compatible(stable, canary)
+
+    async def _act(self, target: Target, action: planner.Action) -> AliasState:
+        if isinstance(action, planner.CreateAlias):
+            return await self._router.create_alias(target, action.version)
+        return await self._router.route(
+            target,
+            primary=action.primary,
+            canary=action.canary,
+            canary_percent=action.canary_percent,
+            revision_id=action.revision_id,
+        )
+
+    async def run(
+        self,
+        ref: RolloutRef,
+        read_body: Callable[[], Mapping[str, Any]],
+        events: EventSink,
+        wakeup: asyncio.Event,
+        stop: asyncio.Event,
+    ) -> None:
+        """Drive one rollout until ``stop`` is set or the rollout disappears."""
+        memory = LoopMemory()
+        failures = 0
+        while not stop.is_set():
+            woken = wakeup.is_set()
+            wakeup.clear()
+            if woken:
+                # A spec change is worth a fresh read of the alias.
+                memory.alias_after_write = None
+            delay = self._settings.drift_check_interval_seconds
+            try:
+                plan = await self.reconcile(ref, read_body(), events, memory)
+            except ObjectGoneError:
+                return
+            except KubernetesError as exc:
+                # The status could not be written; the alias is as the next pass will read it.
+                failures += 1
+                logger.warning("rollout %s: %s", ref, exc.message)
+                delay = self._backoff.delay(failures)
+            else:
+                failures = 0
+                if plan.requeue_after is not None:
+                    delay = min(delay, plan.requeue_after)
+            if delay > 0:
+                await _sleep_until_woken(delay, wakeup, stop)
+
+    async def finalize(self, ref: RolloutRef, body: Mapping[str, Any], events: EventSink) -> None:
+        """Before the rollout goes: send all traffic back to stable if it is deleted mid-shift."""
+        status = RolloutStatus.parse(body.get("status"))
+        try:
+            spec = RolloutSpec.parse(body.get("spec"))
+        except SpecError:
+            return  # an invalid rollout never wrote to any alias
+        target = self.target_of(spec)
+        try:
+            alias = await self._router.get_alias(target)
+        except FunctionNotFoundError:
+            return
+        action = planner.plan_deletion(status, alias)
+        if action is None:
+            return
+        await self._act(target, action)
+        events.post(
+            planner.Event(
+                EventType.NORMAL,
+                Reason.ROLLED_BACK,
+                f"rollout deleted mid-shift: all traffic sent back to version {action.primary}",
+            )
+        )
+
+
+def _with_status(plan: planner.Plan, status: RolloutStatus) -> planner.Plan:
+    return planner.Plan(
+        status=status,
+        action=plan.action,
+        requeue_after=plan.requeue_after,
+        events=plan.events,
+        verify=plan.verify,
+    )
+
+
+async def _sleep_until_woken(seconds: float, wakeup: asyncio.Event, stop: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter

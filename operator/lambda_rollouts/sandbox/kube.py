@@ -1,0 +1,2017 @@
+"""The Kubernetes half of the local sandbox: kmock's emulator made to answer like kube-apiserver.
+
+Contract:
+- ``KubernetesApiEmulator`` is a ``kmock.KubernetesEmulator`` that serves the Kubernetes REST API
+  the way the real Kopf operator and the real kubectl need it. It keeps objects in memory
+  (``emulator.objects`` keeps kmock's per-object history) and answers:
+
+  * discovery (``/api``, ``/apis``, ``/apis/{group}/{version}``) for kmock's bundled built-in
+    resources plus every CRD given to it or created through the API, with kinds, short names,
+    scope, verbs and subresources (``kubectl api-resources``, ``kubectl get lro``);
+  * create/get/list/watch/replace/patch/delete with real object metadata: ``uid``, a global
+    ``resourceVersion`` bumped on every write, ``generation`` (1 on create, +1 only when
+    something outside ``metadata`` and, with a status subresource, ``status`` changes),
+    ``creationTimestamp``, ``generateName``, and deletion through ``deletionTimestamp`` while
+    finalizers remain;
+  * merge patches (RFC 7386), JSON patches (RFC 6902; a failed ``test`` is 422), strategic
+    merge patches (as merge patches) and server-side apply (as a merge patch or a create);
+  * the status subresource: status writes change only ``.status``, main-resource writes never
+    change ``.status``;
+  * admission for custom resources: pruning of unknown fields and validation against the CRD's
+    schema and CEL rules (``lambda_rollouts.sandbox.schema``), rejected with 422 ``Invalid``
+    and kube-apiserver's message and ``details.causes``;
+  * ``Status`` errors with kube-apiserver's codes, reasons and wording (404, 409, 422, 400);
+  * lists with ``kind: <Kind>List``, ``apiVersion`` and a real ``resourceVersion``; label and
+    field selectors; ``limit``/``continue``;
+  * watches from a ``resourceVersion`` (replayed from an event log; 410 ``Expired`` when older
+    than the log), initial events, bookmarks, ``sendInitialEvents`` and ``timeoutSeconds``;
+  * ``meta.k8s.io`` Tables for ``kubectl get`` from the CRD's ``additionalPrinterColumns``.
+
+  Timestamps come from the wall clock (``datetime.now(UTC)``), never from an event loop, so a
+  fast-forwarded loop in the client does not move the server's time.
+- ``run_kubernetes_emulator()`` serves an emulator on a loopback TCP port in the running event
+  loop and optionally writes a kubeconfig (plain HTTP, no authentication) for kubectl and Kopf.
+- ``start_in_thread()`` does the same in a daemon thread with its own real-time event loop, for
+  clients that run in another (e.g. fast-forwarded) loop or are synchronous; ``stop()`` ends it.
+- ``write_kubeconfig()`` writes such a kubeconfig for any URL.
+
+Objects put straight into ``emulator.objects`` (kmock's way of seeding) get the missing uid,
+resourceVersion, creationTimestamp and generation when first read through the API.
+
+Known differences from kube-apiserver: no authentication, authorization, admission webhooks,
+managedFields or garbage collection by owner references; no OpenAPI documents (kubectl needs
+``--validate=false`` and ``kubectl explain`` fails); JSON only: protobuf bodies, which kubectl
+sends for built-in kinds in ``create``/``replace`` (not in ``apply``), are refused with 415; one
+stored version per resource (no conversion between CRD versions); built-in kinds are stored as
+given, without their own validation or defaults; strategic merge patches are merged as JSON
+merge patches (lists replaced, ``$``-directives dropped) and are accepted for custom resources
+too; server-side apply is a merge patch without field ownership; selectors filter watch events
+by the object's current state (no synthetic DELETED when an object stops matching); deleting a
+namespace deletes its objects at once instead of going through ``Terminating``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import copy
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import pathlib
+import random
+import re
+import threading
+import traceback
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import aiohttp.test_utils
+import aiohttp.web
+import attrs
+import jsonpatch
+import jsonpointer
+import kmock
+import yaml
+from multidict import CIMultiDictProxy, MultiMapping
+
+from lambda_rollouts.sandbox import schema as crd_schema
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+CrdSource = str | os.PathLike[str] | Mapping[str, Any]
+_T = TypeVar("_T")
+
+CRD_RESOURCE: Final = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+NAMESPACE_RESOURCE: Final = kmock.resource("", "v1", "namespaces")
+DEFAULT_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+_CR_VERBS: Final = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+_STATUS_VERBS: Final = ("get", "patch", "update")
+_NAME_CHARS: Final = "bcdfghjklmnpqrstvwxz2456789"  # kube-apiserver's generateName alphabet
+_DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# Built-in kinds whose objects carry metadata.generation (configmaps, events, namespaces... do not).
+_GENERATION_BUILTINS: Final = frozenset(
+    {
+        "customresourcedefinitions",
+        "cronjobs",
+        "daemonsets",
+        "deployments",
+        "horizontalpodautoscalers",
+        "ingresses",
+        "jobs",
+        "networkpolicies",
+        "poddisruptionbudgets",
+        "pods",
+        "replicasets",
+        "replicationcontrollers",
+        "statefulsets",
+    }
+)
+_VERSION_ORDER: Final = re.compile(r"v(\d+)(?:(alpha|beta)(\d+))?")
+
+_NAME_COLUMN: Final[JsonDict] = {
+    "name": "Name",
+    "type": "string",
+    "format": "name",
+    "description": (
+        "Name must be unique within a namespace. Is required when creating resources, although"
+        " some resources may allow a client to request the generation of an appropriate name"
+        " automatically. Name is primarily intended for creation idempotence and configuration"
+        " definition. Cannot be updated. More info:"
+        " https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+    ),
+    "priority": 0,
+}
+_AGE_COLUMN: Final[JsonDict] = {
+    "name": "Age",
+    "type": "date",
+    "jsonPath": ".metadata.creationTimestamp",
+    "description": (
+        "CreationTimestamp is a timestamp representing the server time when this object was created."
+    ),
+    "priority": 0,
+}
+# Built-in resources whose kubectl columns matter in the sandbox; others get Name + Created At.
+_BUILTIN_COLUMNS: Final[dict[str, list[JsonDict]]] = {
+    "namespaces": [
+        {"name": "Status", "type": "string", "jsonPath": ".status.phase", "priority": 0},
+        _AGE_COLUMN,
+    ],
+    "events": [
+        {"name": "Last Seen", "type": "date", "jsonPath": ".lastTimestamp", "priority": 0},
+        {"name": "Type", "type": "string", "jsonPath": ".type", "priority": 0},
+        {"name": "Reason", "type": "string", "jsonPath": ".reason", "priority": 0},
+        {"name": "Object", "type": "string", "jsonPath": ".involvedObject.name", "priority": 0},
+        {"name": "Message", "type": "string", "jsonPath": ".message", "priority": 0},
+    ],
+}
+_CREATED_AT_COLUMN: Final[JsonDict] = {
+    "name": "Created At",
+    "type": "date",
+    "jsonPath": ".metadata.creationTimestamp",
+    "raw_date": True,
+    "priority": 0,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: kube-apiserver's Status objects.
+# --------------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A client-visible API failure, rendered as a ``Status`` object with its HTTP code."""
+
+    def __init__(self, code: int, reason: str, message: str, details: JsonDict | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def as_status(self) -> JsonDict:
+        status: JsonDict = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details is not None:
+            status["details"] = self.details
+        return status
+
+
+_CAUSE_REASONS: Final = {
+    "Invalid value": "FieldValueInvalid",
+    "Required value": "FieldValueRequired",
+    "Unsupported value": "FieldValueNotSupported",
+    "Forbidden": "FieldValueForbidden",
+    "Too long": "FieldValueTooLong",
+    "Too many": "FieldValueTooMany",
+    "Duplicate value": "FieldValueDuplicate",
+    "Not found": "FieldValueNotFound",
+}
+
+
+def _cause(error: str) -> JsonDict:
+    """Split kube-apiserver's ``field: Kind of error: detail`` wording into a Status cause."""
+    field, sep, rest = error.partition(": ")
+    if not sep or " " in field.strip("[]"):
+        return {"reason": "FieldValueInvalid", "message": error, "field": ""}
+    reason = next((r for p, r in _CAUSE_REASONS.items() if rest.startswith(p)), "FieldValueInvalid")
+    return {"reason": reason, "message": rest, "field": field}
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers: time, names, patches, selectors, JSONPath.
+# --------------------------------------------------------------------------------------------
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _timestamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_timestamp(value: str) -> datetime.datetime | None:
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
+def human_duration(seconds: float) -> str:
+    """Render an age the way kube-apiserver does in Tables (``duration.HumanDuration``)."""
+    whole = int(seconds)
+    if whole < -1:
+        return "<invalid>"
+    if whole < 0:
+        return "0s"
+    if whole < 120:
+        return f"{whole}s"
+    minutes = whole // 60
+    if minutes < 10:
+        rest = whole % 60
+        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = whole // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        rest = (hours // 24) % 365
+        return f"{hours // 24 // 365}y" if rest == 0 else f"{hours // 24 // 365}y{rest}d"
+    return f"{hours // 24 // 365}y"
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply an RFC 7386 JSON merge patch; returns a new value and never mutates the inputs."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result: JsonDict = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _strip_directives(patch: Any) -> Any:
+    # Strategic-merge directives ($patch, $setElementOrder/..., $retainKeys) have no meaning in
+    # a plain merge; dropping them keeps kubectl's annotate/label/patch payloads applicable.
+    if isinstance(patch, dict):
+        return {k: _strip_directives(v) for k, v in patch.items() if not k.startswith("$")}
+    if isinstance(patch, list):
+        return [_strip_directives(v) for v in patch]
+    return patch
+
+
+def _random_suffix() -> str:
+    return "".join(random.choice(_NAME_CHARS) for _ in range(5))
+
+
+def _split_outside_parens(text: str) -> list[str]:
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [part.strip() for part in parts if part.strip()]
+
+
+_SET_REQUIREMENT: Final = re.compile(r"(?P<key>[^\s!=]+)\s+(?P<op>in|notin)\s*\((?P<values>[^)]*)\)")
+
+
+def label_selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    """Match labels against a label selector in kubectl's text syntax."""
+    for requirement in _split_outside_parens(selector):
+        if match := _SET_REQUIREMENT.fullmatch(requirement):
+            values = {v.strip() for v in match["values"].split(",") if v.strip()}
+            present = match["key"] in labels and labels[match["key"]] in values
+            if present != (match["op"] == "in"):
+                return False
+        elif "!=" in requirement:
+            key, value = (s.strip() for s in requirement.split("!=", 1))
+            if labels.get(key) == value:
+                return False
+        elif "=" in requirement:
+            key, value = (s.strip() for s in requirement.replace("==", "=").split("=", 1))
+            if labels.get(key) != value:
+                return False
+        elif requirement.startswith("!"):
+            if requirement[1:].strip() in labels:
+                return False
+        elif requirement not in labels:
+            return False
+    return True
+
+
+def field_selector_matches(selector: str, obj: Mapping[str, Any]) -> bool:
+    """Match an object against a field selector (``a.b=v``, ``a.b==v``, ``a.b!=v``)."""
+    for requirement in _split_outside_parens(selector):
+        negate = "!=" in requirement
+        path, _, value = requirement.replace("!=", "=").replace("==", "=").partition("=")
+        found: Any = obj
+        for part in path.strip().split("."):
+            found = found.get(part) if isinstance(found, Mapping) else None
+        actual = "" if found is None else str(found).lower() if isinstance(found, bool) else str(found)
+        if (actual == value.strip()) == negate:
+            return False
+    return True
+
+
+_JSONPATH_TOKEN: Final = re.compile(
+    r"""\.(?P<field>[^.\[\]]+)"""
+    r"""|\[(?P<index>-?\d+)\]"""
+    r"""|\[['"](?P<quoted>[^'"]+)['"]\]"""
+    r"""|\[\?\(@\.(?P<fkey>[^=!<>\s]+)\s*(?P<fop>==|!=)\s*['"]?(?P<fvalue>[^'")]*)['"]?\)\]"""
+)
+
+
+def jsonpath_value(obj: Any, path: str) -> Any:
+    """Evaluate the simple JSONPaths of printer columns: ``.a.b``, ``[0]``, ``[?(@.k=="v")]``."""
+    path = path.strip()
+    if path.startswith("{") and path.endswith("}"):
+        path = path[1:-1]
+    path = path.removeprefix("$")
+    values: list[Any] = [obj]
+    position = 0
+    while position < len(path):
+        token = _JSONPATH_TOKEN.match(path, position)
+        if token is None:
+            return None
+        position = token.end()
+        found: list[Any] = []
+        for value in values:
+            if token["field"] is not None or token["quoted"] is not None:
+                key = str(token["field"] if token["field"] is not None else token["quoted"])
+                if isinstance(value, Mapping) and key in value:
+                    found.append(value[key])
+            elif token["index"] is not None:
+                if isinstance(value, list) and -len(value) <= int(token["index"]) < len(value):
+                    found.append(value[int(token["index"])])
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, Mapping) and token["fkey"] in item:
+                        equal = str(item[token["fkey"]]) == token["fvalue"]
+                        if equal == (token["fop"] == "=="):
+                            found.append(item)
+        values = found
+    return values[0] if values else None
+
+
+def _version_rank(version: str) -> tuple[int, int, int]:
+    # Kubernetes' version priority: GA > beta > alpha, then by numbers, highest first.
+    match = _VERSION_ORDER.fullmatch(version)
+    if match is None:
+        return (-1, 0, 0)
+    stability = {"alpha": 0, "beta": 1, None: 2}[match[2]]
+    return (stability, int(match[1]), int(match[3] or 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Request paths and resource descriptions.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiPath:
+    """A parsed Kubernetes URL path: discovery when ``plural`` is None."""
+
+    group: str
+    version: str | None
+    plural: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str | None = None
+
+
+def parse_api_path(path: str) -> ApiPath | None:
+    """Parse ``/api/...`` and ``/apis/...`` paths, including the ``namespaces`` resource itself."""
+    parts = [part for part in path.split("/") if part]
+    version: str | None
+    if len(parts) >= 2 and parts[0] == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    elif len(parts) >= 2 and parts[0] == "apis":
+        group = parts[1]
+        version = parts[2] if len(parts) >= 3 else None
+        rest = parts[3:]
+    else:
+        return None
+    if version is None or not rest:
+        return ApiPath(group=group, version=version)
+    namespace: str | None = None
+    if (
+        rest[0] == "namespaces"
+        and len(rest) >= 3
+        and not (len(rest) == 3 and rest[2] in {"status", "finalize"})
+    ):
+        namespace, rest = rest[1], rest[2:]
+    plural = rest[0]
+    name = rest[1] if len(rest) >= 2 else None
+    subresource = "/".join(rest[2:]) or None
+    return ApiPath(group, version, plural, namespace, name, subresource)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceSpec:
+    """Everything the emulator knows about one served resource (group/version/plural)."""
+
+    resource: kmock.resource
+    kind: str
+    singular: str
+    namespaced: bool
+    subresources: frozenset[str]
+    crd: Mapping[str, Any] | None = None
+    columns: tuple[JsonDict, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        group, version = self.resource.group, self.resource.version
+        return f"{group}/{version}" if group else str(version)
+
+    @property
+    def qualified(self) -> str:
+        # kube-apiserver's "plural.group" wording in messages, e.g. lambdarollouts.lambda.rollouts.dev.
+        group = self.resource.group
+        return f"{self.resource.plural}.{group}" if group else str(self.resource.plural)
+
+    @property
+    def qualified_kind(self) -> str:
+        group = self.resource.group
+        return f"{self.kind}.{group}" if group else self.kind
+
+    @property
+    def has_status(self) -> bool:
+        return "status" in self.subresources
+
+    @property
+    def has_generation(self) -> bool:
+        return self.crd is not None or self.resource.plural in _GENERATION_BUILTINS
+
+    def details(self, name: str | None) -> JsonDict:
+        details: JsonDict = {"kind": self.resource.plural}
+        if name:
+            details["name"] = name
+        if self.resource.group:
+            details["group"] = self.resource.group
+        return details
+
+
+def crd_resources(crd: Mapping[str, Any]) -> list[ResourceSpec]:
+    """Describe every served version of a CRD (apiextensions.k8s.io/v1 or v1beta1 layout)."""
+    spec = crd.get("spec", {})
+    names = spec.get("names", {})
+    group = spec["group"]
+    plural = names["plural"]
+    kind = names["kind"]
+    versions = spec.get("versions") or [{"name": spec.get("version"), "served": True}]
+    result: list[ResourceSpec] = []
+    for version in versions:
+        if not version.get("served", True):
+            continue
+        subresources = version.get("subresources", spec.get("subresources")) or {}
+        columns = version.get("additionalPrinterColumns", spec.get("additionalPrinterColumns"))
+        result.append(
+            ResourceSpec(
+                resource=kmock.resource(group, version["name"], plural),
+                kind=kind,
+                singular=names.get("singular") or kind.lower(),
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                subresources=frozenset(subresources),
+                crd=crd,
+                columns=tuple(columns) if columns else (_AGE_COLUMN,),
+            )
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Watching: the event log and live subscribers.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    rv: int
+    resource: kmock.resource
+    type: str
+    object: JsonDict
+
+
+@dataclasses.dataclass(eq=False)
+class _Watcher:
+    resource: kmock.resource
+    namespace: str | None
+    name: str | None
+    label_selector: str
+    field_selector: str
+    queue: asyncio.Queue[WatchEvent | None]
+
+    def wants(self, event: WatchEvent) -> bool:
+        meta = event.object.get("metadata", {})
+        return (
+            event.resource == self.resource
+            and (self.namespace is None or meta.get("namespace") == self.namespace)
+            and (self.name is None or meta.get("name") == self.name)
+            and label_selector_matches(self.label_selector, meta.get("labels") or {})
+            and field_selector_matches(self.field_selector, event.object)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedResponse:
+    """One answered request, kept for assertions (e.g. that no 500 was ever served)."""
+
+    method: str
+    path: str
+    status: int
+
+
+class _ServeNativelyError(Exception):
+    """Raised by the emulator's own lowest-priority reaction: the request is the emulator's."""
+
+
+# --------------------------------------------------------------------------------------------
+# The emulator.
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.define(kw_only=True)
+class KubernetesApiEmulator(kmock.KubernetesEmulator):
+    """
+    kmock's Kubernetes emulator with kube-apiserver's semantics where Kopf and kubectl need them.
+
+    User-defined kmock reactions (``emulator['get /...'] << ...``) still take precedence over
+    the emulator's own answers, e.g. to inject failures; intercepted writes are not applied.
+    """
+
+    crds: Sequence[Mapping[str, Any]] = ()
+    namespaces: Sequence[str] = DEFAULT_NAMESPACES
+    event_log_size: int = 10_000
+    bookmark_interval: float = 60.0
+    clock: Callable[[], datetime.datetime] = _now
+
+    served: list[ServedResponse] = attrs.field(factory=list, init=False)
+    _specs: dict[kmock.resource, ResourceSpec] = attrs.field(factory=dict, init=False)
+    _rv: int = attrs.field(default=1, init=False)
+    _log: collections.deque[WatchEvent] = attrs.field(factory=collections.deque, init=False)
+    _compacted_rv: int = attrs.field(default=0, init=False)
+    _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
+    _pending_warnings: list[str] = attrs.field(factory=list, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # Above kmock's stock fallbacks, below any user reaction: every resource request
+        # (as opposed to discovery) is answered by this class, not by kmock's stock emulation.
+        (self.fallback**1)[self._is_resource_request] << _ServeNativelyError
+        with warnings.catch_warnings():
+            # kmock reads its bundled resource list with a deprecated importlib.resources call.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.resources.load_bundled()
+        for namespace in self.namespaces:
+            self.create_object(NAMESPACE_RESOURCE, {"metadata": {"name": namespace}})
+        for crd in self.crds:
+            self.add_crd(crd)
+
+    # ---- public helpers ------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> str:
+        """The current (latest) global resourceVersion."""
+        return str(self._rv)
+
+    def add_crd(self, crd: Mapping[str, Any]) -> JsonDict:
+        """Register a CRD's resources for discovery and admission and store it as an object."""
+        name = crd.get("metadata", {}).get("name")
+        if (CRD_RESOURCE, None, name) in self.objects and not self.objects[CRD_RESOURCE, None, name].deleted:
+            self._register_crd(crd)
+            return dict(self.objects[CRD_RESOURCE, None, name].raw)
+        return self.create_object(CRD_RESOURCE, dict(crd))
+
+    def create_object(self, resource: kmock.resource | str, body: Mapping[str, Any]) -> JsonDict:
+        """Create an object as a POST would (admission included); for seeding tests and demos."""
+        spec = self._spec(kmock.resource(resource))
+        namespace = body.get("metadata", {}).get("namespace") if spec.namespaced else None
+        if spec.namespaced and not namespace:
+            namespace = "default"
+        return self._create(spec, namespace, copy.deepcopy(dict(body)), dry_run=False, validation="")
+
+    def get_object(self, resource: kmock.resource | str, namespace: str | None, name: str) -> JsonDict | None:
+        """The current state of an object, or None if absent."""
+        key = (kmock.resource(resource), namespace, name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return copy.deepcopy(self.objects[key].raw)
+
+    def spec_for(self, resource: kmock.resource | str) -> ResourceSpec:
+        """The emulator's description of a served resource (raises 404 ApiError if unknown)."""
+        return self._spec(kmock.resource(resource))
+
+    async def close_streams(self) -> None:
+        """End all watch streams now (they otherwise block the server's shutdown)."""
+        self._closing = True
+        for watcher in list(self._watchers):
+            watcher.queue.put_nowait(None)
+        await asyncio.sleep(0)
+
+    # ---- request entry point ------------------------------------------------------------------
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # Replaces kmock's entry point: its path parser crashes on /api/v1/namespaces, and client
+        # errors must become Status objects rather than 500s with tracebacks.
+        body = await raw_request.read()
+        response: aiohttp.web.StreamResponse
+        try:
+            request = self._parse_request(raw_request, body)
+            self._requests.append(request)
+            response = await self._handle(request)
+        except ApiError as e:
+            response = self._status_response(e)
+        except kmock.KubernetesError as e:
+            # kmock's own errors (e.g. an unknown URL) carry advice for kmock users, not kubectl's.
+            message = "the server could not find the requested resource" if e.status == 404 else e.message
+            response = self._status_response(
+                ApiError(
+                    e.status,
+                    _reason_for(e.status),
+                    message or "the server could not process the request",
+                )
+            )
+        except Exception as e:
+            logger.exception("Internal error while serving %s %s", raw_request.method, raw_request.path_qs)
+            if self._errors:
+                self._errors[-1].append(e)
+            error = ApiError(
+                500,
+                "InternalError",
+                f"an error on the server ({e!r}) has prevented the request from succeeding",
+            )
+            error.details = {"causes": [{"message": traceback.format_exc()}]}
+            response = self._status_response(error)
+            # kmock wraps failures of user-defined streams that already sent their headers.
+            stream = e.args[0] if e.args and isinstance(e.args[0], aiohttp.web.StreamResponse) else None
+            if stream is not None and stream.prepared:
+                line = json.dumps({"type": "ERROR", "object": error.as_status()}).encode() + b"\n"
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await stream.write(line)
+                    await stream.write_eof()
+                response = stream
+        self.served.append(ServedResponse(raw_request.method, raw_request.path_qs, response.status))
+        return response
+
+    def _parse_request(self, raw_request: aiohttp.web.BaseRequest, body: bytes) -> kmock.Request:
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        path = parse_api_path(raw_request.path)
+        resource = (
+            None
+            if path is None
+            else kmock.resource(group=path.group, version=path.version, plural=path.plural)
+        )
+        method = raw_request.method.upper()
+        action: kmock.action | None = None
+        if path is not None and path.plural is not None:
+            if method == "GET":
+                watching = raw_request.query.get("watch") in {"true", "1"}
+                action = (
+                    kmock.action.WATCH if watching else kmock.action.FETCH if path.name else kmock.action.LIST
+                )
+            elif method == "POST" and path.name is None:
+                action = kmock.action.CREATE
+            elif method in {"PUT", "PATCH"} and path.name is not None:
+                action = kmock.action.UPDATE
+            elif method == "DELETE":
+                action = kmock.action.DELETE
+        return kmock.Request(
+            id=len(self._requests),
+            raw_request=raw_request,
+            url=raw_request.url,
+            method=raw_request.method,
+            params=dict(raw_request.query),
+            headers=dict(raw_request.headers),
+            cookies=dict(raw_request.cookies),
+            body=body,
+            text=body.decode("utf-8", errors="replace"),
+            data=data,
+            action=action,
+            resource=resource,
+            namespace=None if path is None else path.namespace,
+            name=None if path is None else path.name,
+            subresource=None if path is None else path.subresource,
+        )
+
+    @staticmethod
+    def _is_resource_request(request: kmock.Request) -> bool:
+        return request.resource is not None and request.resource.plural is not None
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        try:
+            # Skip KubernetesEmulator._handle: its stock object bookkeeping is replaced here.
+            return await kmock.RawHandler._handle(self, request)
+        except _ServeNativelyError:
+            return await self._serve(request)
+
+    def _status_response(self, error: ApiError) -> aiohttp.web.Response:
+        return aiohttp.web.json_response(error.as_status(), status=error.code)
+
+    # ---- discovery ----------------------------------------------------------------------------
+
+    def _all_specs(self) -> list[ResourceSpec]:
+        return [self._spec(resource) for resource in self.resources]
+
+    async def _serve_root(self, request: kmock.Request) -> kmock.Payload:
+        paths = {"/api", "/api/v1", "/apis", "/version"}
+        for spec in self._all_specs():
+            if spec.resource.group:
+                paths |= {f"/apis/{spec.resource.group}", f"/apis/{spec.api_version}"}
+        return {"paths": sorted(paths)}
+
+    async def _serve_server_version(self, request: kmock.Request) -> kmock.Payload:
+        return {
+            "major": "1",
+            "minor": "34",
+            "gitVersion": "v1.34.0-lambda-rollouts-sandbox",
+            "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean",
+            "buildDate": "2025-01-01T00:00:00Z",
+            "goVersion": "go1.24",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }
+
+    async def _serve_api(self, request: kmock.Request) -> kmock.Payload:
+        return {
+            "kind": "APIVersions",
+            "apiVersion": "v1",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [],
+        }
+
+    def _group_versions(self) -> dict[str, list[str]]:
+        groups: dict[str, set[str]] = collections.defaultdict(set)
+        for resource in self.resources:
+            if resource.group and resource.version:
+                groups[resource.group].add(resource.version)
+        return {group: sorted(vs, key=_version_rank, reverse=True) for group, vs in sorted(groups.items())}
+
+    @staticmethod
+    def _api_group(group: str, versions: list[str]) -> JsonDict:
+        return {
+            "name": group,
+            "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
+            "preferredVersion": {"groupVersion": f"{group}/{versions[0]}", "version": versions[0]},
+        }
+
+    async def _serve_apis(self, request: kmock.Request) -> kmock.Payload:
+        groups = [self._api_group(group, versions) for group, versions in self._group_versions().items()]
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+    async def _serve_group(self, request: kmock.Request) -> kmock.Payload:
+        group = request.resource.group if request.resource is not None else None
+        versions = self._group_versions().get(group or "")
+        if not versions:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        return {"kind": "APIGroup", "apiVersion": "v1", **self._api_group(group or "", versions)}
+
+    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
+        group = request.resource.group if request.resource is not None else None
+        version = request.resource.version if request.resource is not None else None
+        specs = [s for s in self._all_specs() if s.resource.group == group and s.resource.version == version]
+        if not specs and (group, version) != ("", "v1"):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        entries: list[JsonDict] = []
+        for spec in sorted(specs, key=lambda s: str(s.resource.plural)):
+            info = self.resources[spec.resource]
+            entries.append(
+                {
+                    "name": spec.resource.plural,
+                    "singularName": spec.singular,
+                    "namespaced": spec.namespaced,
+                    "kind": spec.kind,
+                    "verbs": sorted(info.verbs or _CR_VERBS),
+                    **({"shortNames": sorted(info.shortnames)} if info.shortnames else {}),
+                    **({"categories": sorted(info.categories)} if info.categories else {}),
+                }
+            )
+            for subresource in sorted(spec.subresources):
+                entries.append(
+                    {
+                        "name": f"{spec.resource.plural}/{subresource}",
+                        "singularName": "",
+                        "namespaced": spec.namespaced,
+                        "kind": "Scale" if subresource == "scale" else spec.kind,
+                        "verbs": list(_STATUS_VERBS),
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else str(version),
+            "resources": entries,
+        }
+
+    # ---- resources ----------------------------------------------------------------------------
+
+    def _register_crd(self, crd: Mapping[str, Any]) -> None:
+        for spec in crd_resources(crd):
+            names = crd.get("spec", {}).get("names", {})
+            self.resources[spec.resource] = kmock.ResourceInfo(
+                kind=spec.kind,
+                singular=spec.singular,
+                namespaced=spec.namespaced,
+                verbs=set(_CR_VERBS),
+                shortnames=set(names.get("shortNames") or ()),
+                categories=set(names.get("categories") or ()),
+                subresources=set(spec.subresources),
+            )
+            self._specs[spec.resource] = spec
+
+    def _unregister_crd(self, crd: Mapping[str, Any]) -> None:
+        for spec in crd_resources(crd):
+            self._specs.pop(spec.resource, None)
+            if spec.resource in self.resources:
+                del self.resources[spec.resource]
+
+    def _spec(self, resource: kmock.resource) -> ResourceSpec:
+        if resource in self._specs:
+            return self._specs[resource]
+        if resource not in self.resources:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        info = self.resources[resource]
+        plural = str(resource.plural)
+        spec = ResourceSpec(
+            resource=resource,
+            kind=info.kind or plural.capitalize(),
+            singular=info.singular or plural,
+            namespaced=bool(info.namespaced),
+            subresources=frozenset(info.subresources),
+            columns=tuple(_BUILTIN_COLUMNS.get(plural, [_CREATED_AT_COLUMN])),
+        )
+        self._specs[resource] = spec
+        return spec
+
+    # ---- dispatching --------------------------------------------------------------------------
+
+    async def _serve(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        assert raw is not None  # set by _parse_request()
+        assert request.resource is not None  # matched by _is_resource_request()
+        spec = self._spec(request.resource)
+        self._pending_warnings = []
+        method = raw.method.upper()
+        params = raw.query
+        namespace, name, subresource = request.namespace, request.name, request.subresource
+
+        if spec.resource == NAMESPACE_RESOURCE and name is None and namespace is not None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        if not spec.namespaced and namespace is not None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        if subresource is not None and subresource not in spec.subresources:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        if subresource is not None and subresource != "status":
+            raise ApiError(
+                405, "MethodNotAllowed", f"the server does not allow this method on {subresource}", {}
+            )
+        if spec.namespaced and name is not None and namespace is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+
+        dry_run = "All" in params.getall("dryRun", [])
+        table = _table_version(raw.headers)
+        if "protobuf" in raw.headers.get("Content-Type", "") and request.body:
+            # kubectl writes built-in kinds as protobuf in `create`/`replace`; `apply -f` sends JSON.
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the emulator accepts JSON bodies only, not application/vnd.kubernetes.protobuf;"
+                " use `kubectl apply -f` for built-in kinds",
+                {},
+            )
+
+        if method == "GET" and params.get("watch") in {"true", "1"}:
+            return await self._watch(raw, spec, namespace, name, params, table)
+        if method == "GET" and name is None:
+            return self._json(self._list(spec, namespace, params, table))
+        if method == "GET":
+            obj = self._existing(spec, namespace, name)
+            return self._json(self._table(spec, [obj], raw.query, table) if table else obj)
+        if method == "POST" and name is None:
+            if spec.namespaced and namespace is None:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+            body = _json_body(request.body)
+            validation = params.get("fieldValidation", "")
+            created = self._create(spec, namespace, body, dry_run=dry_run, validation=validation)
+            return self._json(created, status=201, warnings=self._pending_warnings)
+        if method == "PUT" and name is not None:
+            body = _json_body(request.body)
+            validation = params.get("fieldValidation", "")
+            result = self._replace(
+                spec, namespace, name, body, subresource, dry_run=dry_run, validation=validation
+            )
+            return self._json(result, warnings=self._pending_warnings)
+        if method == "PATCH" and name is not None:
+            content_type = raw.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+            validation = params.get("fieldValidation", "")
+            result, created_now = self._patch(
+                spec,
+                namespace,
+                name,
+                request.body,
+                content_type,
+                subresource,
+                dry_run=dry_run,
+                validation=validation,
+            )
+            return self._json(result, status=201 if created_now else 200, warnings=self._pending_warnings)
+        if method == "DELETE" and name is not None and subresource is None:
+            options = _json_body(request.body) if request.body.strip() else {}
+            return self._json(self._delete(spec, namespace, name, options, dry_run=dry_run))
+        if method == "DELETE" and name is None:
+            return self._json(self._delete_collection(spec, namespace, params, dry_run=dry_run))
+        raise ApiError(
+            405,
+            "MethodNotAllowed",
+            f"the server does not allow this method on the requested resource ({method})",
+            {},
+        )
+
+    def _json(
+        self, payload: JsonDict, *, status: int = 200, warnings: Sequence[str] = ()
+    ) -> aiohttp.web.Response:
+        response = aiohttp.web.json_response(payload, status=status)
+        for warning in warnings:
+            response.headers.add("Warning", f"299 - {json.dumps(warning)}")
+        self._pending_warnings = []
+        return response
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def _existing(self, spec: ResourceSpec, namespace: str | None, name: str | None) -> JsonDict:
+        key = (spec.resource, namespace if spec.namespaced else None, name or "")
+        if not name or key not in self.objects or self.objects[key].deleted:
+            raise ApiError(404, "NotFound", f'{spec.qualified} "{name}" not found', spec.details(name))
+        return self._stored(spec, key, self.objects[key])
+
+    def _current(self, spec: ResourceSpec, namespace: str | None, name: str | None = None) -> list[JsonDict]:
+        found: list[tuple[tuple[str, str], JsonDict]] = []
+        for key, obj in self.objects.items():
+            resource, obj_namespace, obj_name = key
+            if resource != spec.resource or obj.deleted:
+                continue
+            if namespace is not None and obj_namespace != namespace:
+                continue
+            if name is not None and obj_name != name:
+                continue
+            found.append(((obj_namespace or "", obj_name), self._stored(spec, key, obj)))
+        return [obj for _, obj in sorted(found, key=lambda pair: pair[0])]
+
+    def _stored(
+        self, spec: ResourceSpec, key: tuple[kmock.resource, str | None, str], obj: kmock.Object
+    ) -> JsonDict:
+        raw = obj.raw
+        meta = raw.get("metadata")
+        if isinstance(meta, dict) and meta.get("resourceVersion") and meta.get("uid"):
+            return raw
+        # Seeded with kmock's `emulator.objects[...] = {...}`: add what a create would have set.
+        adopted = copy.deepcopy(raw)
+        meta = adopted["metadata"] = dict(meta) if isinstance(meta, dict) else {}
+        adopted.setdefault("apiVersion", spec.api_version)
+        adopted.setdefault("kind", spec.kind)
+        meta.setdefault("name", key[2])
+        if key[1] is not None:
+            meta.setdefault("namespace", key[1])
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _timestamp(self.clock()))
+        meta.setdefault("resourceVersion", self.resource_version)
+        if spec.has_generation:
+            meta.setdefault("generation", 1)
+        obj.history[-1] = adopted
+        return adopted
+
+    def _selected(self, objs: Iterable[JsonDict], params: Mapping[str, str]) -> list[JsonDict]:
+        labels = params.get("labelSelector", "")
+        fields = params.get("fieldSelector", "")
+        return [
+            obj
+            for obj in objs
+            if label_selector_matches(labels, obj.get("metadata", {}).get("labels") or {})
+            and field_selector_matches(fields, obj)
+        ]
+
+    def _list(
+        self, spec: ResourceSpec, namespace: str | None, params: MultiMapping[str], table: str | None
+    ) -> JsonDict:
+        objs = self._selected(self._current(spec, namespace), params)
+        continue_token = ""
+        remaining: int | None = None
+        try:
+            after = (
+                json.loads(base64.urlsafe_b64decode(params["continue"])) if params.get("continue") else None
+            )
+            limit = int(params.get("limit") or 0)
+        except ValueError as e:
+            raise ApiError(400, "BadRequest", f"invalid list options: {e}", {}) from e
+        if after is not None:
+            if not (isinstance(after, list) and all(isinstance(part, str) for part in after)):
+                raise ApiError(400, "BadRequest", "continue key is not valid", {})
+            objs = [o for o in objs if [o["metadata"].get("namespace", ""), o["metadata"]["name"]] > after]
+        if limit > 0 and len(objs) > limit:
+            last = objs[limit - 1]["metadata"]
+            key = [last.get("namespace", ""), last["name"]]
+            continue_token = base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+            remaining = len(objs) - limit
+            objs = objs[:limit]
+        metadata: JsonDict = {"resourceVersion": self.resource_version}
+        if continue_token:
+            metadata["continue"] = continue_token
+            metadata["remainingItemCount"] = remaining
+        if table:
+            result = self._table(spec, objs, params, table)
+            result["metadata"] = metadata
+            return result
+        return {
+            "kind": f"{spec.kind}List",
+            "apiVersion": spec.api_version,
+            "metadata": metadata,
+            "items": objs,
+        }
+
+    # ---- tables -------------------------------------------------------------------------------
+
+    def _table(
+        self, spec: ResourceSpec, objs: Sequence[JsonDict], params: Mapping[str, str], version: str
+    ) -> JsonDict:
+        include = params.get("includeObject", "Metadata")
+        now = self.clock()
+        columns = [_NAME_COLUMN, *spec.columns]
+        rows: list[JsonDict] = []
+        for obj in objs:
+            cells = [obj.get("metadata", {}).get("name")]
+            cells += [
+                _cell(column, jsonpath_value(obj, column.get("jsonPath", "")), now) for column in spec.columns
+            ]
+            row: JsonDict = {"cells": cells}
+            if include == "Object":
+                row["object"] = obj
+            elif include != "None":
+                row["object"] = {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": f"meta.k8s.io/{version}",
+                    "metadata": obj.get("metadata", {}),
+                }
+            rows.append(row)
+        return {
+            "kind": "Table",
+            "apiVersion": f"meta.k8s.io/{version}",
+            "metadata": {"resourceVersion": self.resource_version},
+            "columnDefinitions": [
+                {
+                    "name": column["name"],
+                    "type": column.get("type", "string"),
+                    "format": column.get("format", ""),
+                    "description": column.get("description", ""),
+                    "priority": column.get("priority", 0),
+                }
+                for column in columns
+            ],
+            "rows": rows,
+        }
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _emit(self, spec: ResourceSpec, event_type: str, obj: JsonDict) -> None:
+        event = WatchEvent(int(obj["metadata"]["resourceVersion"]), spec.resource, event_type, obj)
+        if len(self._log) >= self.event_log_size:
+            self._compacted_rv = self._log.popleft().rv
+        self._log.append(event)
+        for watcher in self._watchers:
+            if watcher.wants(event):
+                watcher.queue.put_nowait(event)
+
+    def _admit(self, spec: ResourceSpec, obj: JsonDict, *, status_only: bool, validation: str) -> JsonDict:
+        """Prune, default and validate a custom resource like the apiserver's CRD handler does."""
+        if spec.crd is None:
+            return obj
+        crd = dict(spec.crd)
+        unknown = crd_schema.unknown_fields(crd, obj)
+        if status_only:
+            unknown = [
+                field for field in unknown if field == "status" or field.startswith(("status.", "status["))
+            ]
+        if unknown and validation == "Strict":
+            message = ", ".join(f'unknown field "{field}"' for field in unknown)
+            raise ApiError(400, "BadRequest", f"strict decoding error: {message}", {})
+        if unknown and validation == "Warn":
+            self._pending_warnings.extend(f'unknown field "{field}"' for field in unknown)
+        pruned = crd_schema.prune_object(crd, obj)
+        if status_only:
+            errors = crd_schema.check_status(crd, pruned.get("status", {}), version=spec.resource.version)
+        else:
+            errors = crd_schema.check_object(crd, pruned, version=spec.resource.version)
+        if errors:
+            name = str(pruned.get("metadata", {}).get("name", ""))
+            status = crd_schema.invalid_status(crd, name, errors)
+            raise ApiError(422, "Invalid", status["message"], status["details"])
+        return pruned
+
+    @staticmethod
+    def _invalid(spec: ResourceSpec, name: str | None, errors: Sequence[str]) -> ApiError:
+        listed = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+        details: JsonDict = {"name": name, "kind": spec.kind, "causes": [_cause(e) for e in errors]}
+        if spec.resource.group:
+            details["group"] = spec.resource.group
+        return ApiError(422, "Invalid", f'{spec.qualified_kind} "{name}" is invalid: {listed}', details)
+
+    def _check_type(self, spec: ResourceSpec, body: JsonDict) -> None:
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body of the request must be a JSON object", {})
+        api_version = body.setdefault("apiVersion", spec.api_version)
+        kind = body.setdefault("kind", spec.kind)
+        if api_version != spec.api_version or kind != spec.kind:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({api_version}) does not match the expected API version"
+                f" ({spec.api_version})"
+                if api_version != spec.api_version
+                else f"the kind in the data ({kind}) does not match the expected kind ({spec.kind})",
+                {},
+            )
+        if not isinstance(body.setdefault("metadata", {}), dict):
+            raise ApiError(400, "BadRequest", "metadata must be an object", {})
+
+    def _create(
+        self, spec: ResourceSpec, namespace: str | None, body: JsonDict, *, dry_run: bool, validation: str
+    ) -> JsonDict:
+        self._check_type(spec, body)
+        if spec.resource == CRD_RESOURCE:
+            self._check_crd(spec, body)
+        meta: JsonDict = body["metadata"]
+        if spec.namespaced:
+            if meta.get("namespace") and meta["namespace"] != namespace:
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                    {},
+                )
+            meta["namespace"] = namespace
+            if self.get_object(NAMESPACE_RESOURCE, None, str(namespace)) is None:
+                raise ApiError(
+                    404,
+                    "NotFound",
+                    f'namespaces "{namespace}" not found',
+                    {"name": namespace, "kind": "namespaces"},
+                )
+        else:
+            meta.pop("namespace", None)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = f"{meta['generateName']}{_random_suffix()}"
+        name = meta.get("name")
+        if not name:
+            raise self._invalid(spec, "", ["metadata.name: Required value: name or generateName is required"])
+        if not isinstance(name, str):
+            raise ApiError(400, "BadRequest", "metadata.name must be a string", {})
+        self._check_name(spec, name)
+        key = (spec.resource, namespace if spec.namespaced else None, name)
+        if key in self.objects and not self.objects[key].deleted:
+            raise ApiError(
+                409, "AlreadyExists", f'{spec.qualified} "{name}" already exists', spec.details(name)
+            )
+
+        for field in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink"):
+            meta.pop(field, None)
+        if spec.has_status:
+            body.pop("status", None)  # kube-apiserver ignores status on create with the subresource
+        body = self._admit(spec, body, status_only=False, validation=validation)
+        meta = body["metadata"]
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = _timestamp(self.clock())
+        if spec.has_generation:
+            meta["generation"] = 1
+        if spec.resource == NAMESPACE_RESOURCE:
+            body.setdefault("status", {})["phase"] = "Active"
+        if spec.resource == CRD_RESOURCE:
+            body = self._crd_established(body)
+        if dry_run:
+            meta["resourceVersion"] = self.resource_version
+            return body
+        meta["resourceVersion"] = self._next_rv()
+        if key in self.objects:
+            self.objects[key].create(body)
+        else:
+            self.objects[key] = body
+        if spec.resource == CRD_RESOURCE:
+            self._register_crd(body)
+        self._emit(spec, "ADDED", body)
+        return body
+
+    def _check_name(self, spec: ResourceSpec, name: str) -> None:
+        pattern, limit = (_DNS_LABEL, 63) if spec.resource == NAMESPACE_RESOURCE else (_DNS_SUBDOMAIN, 253)
+        if spec.resource.plural == "events" and spec.crd is None:
+            return  # event names carry dots and digits freely; not worth the strictness
+        if len(name) > limit or not pattern.fullmatch(name):
+            what = "RFC 1123 label" if pattern is _DNS_LABEL else "RFC 1123 subdomain"
+            raise self._invalid(
+                spec,
+                name,
+                [
+                    f'metadata.name: Invalid value: "{name}": a lowercase {what} must consist of lower'
+                    " case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric"
+                    " character"
+                ],
+            )
+
+    def _check_crd(self, spec: ResourceSpec, crd: JsonDict) -> None:
+        # Only what serving the CRD's resources needs; the apiserver checks much more.
+        crd_spec = crd.get("spec")
+        name = crd.get("metadata", {}).get("name")
+        errors: list[str] = []
+        if not isinstance(crd_spec, dict):
+            errors.append("spec: Required value")
+        else:
+            names = crd_spec.get("names")
+            names = names if isinstance(names, dict) else {}
+            for field, value in [
+                ("spec.group", crd_spec.get("group")),
+                ("spec.names.plural", names.get("plural")),
+                ("spec.names.kind", names.get("kind")),
+            ]:
+                if not isinstance(value, str) or not value:
+                    errors.append(f"{field}: Required value")
+            versions = crd_spec.get("versions")
+            if not isinstance(versions, list) or not all(
+                isinstance(v, dict) and v.get("name") for v in versions
+            ):
+                errors.append("spec.versions: Required value: each version must have a name")
+            if not errors and name != f"{names['plural']}.{crd_spec['group']}":
+                errors.append(
+                    f'metadata.name: Invalid value: "{name}": must be spec.names.plural+"."+spec.group'
+                )
+        if errors:
+            raise self._invalid(spec, name, errors)
+
+    @staticmethod
+    def _crd_established(crd: JsonDict) -> JsonDict:
+        names = crd.get("spec", {}).get("names", {})
+        versions = crd.get("spec", {}).get("versions") or []
+        crd["status"] = {
+            "acceptedNames": names,
+            "storedVersions": [v["name"] for v in versions if v.get("storage", True)][:1],
+            "conditions": [
+                {
+                    "type": t,
+                    "status": "True",
+                    "reason": r,
+                    "message": m,
+                    "lastTransitionTime": _timestamp(_now()),
+                }
+                for t, r, m in [
+                    ("NamesAccepted", "NoConflicts", "no conflicts found"),
+                    ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+                ]
+            ],
+        }
+        return crd
+
+    def _replace(
+        self,
+        spec: ResourceSpec,
+        namespace: str | None,
+        name: str,
+        body: JsonDict,
+        subresource: str | None,
+        *,
+        dry_run: bool,
+        validation: str,
+    ) -> JsonDict:
+        self._check_type(spec, body)
+        old = self._existing(spec, namespace, name)
+        meta = body["metadata"]
+        if meta.get("name", name) != name:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the name of the object ({meta['name']}) does not match the name on the URL ({name})",
+                {},
+            )
+        rv = meta.get("resourceVersion")
+        if not rv and spec.crd is not None and subresource is None:
+            raise self._invalid(
+                spec, name, ["metadata.resourceVersion: Invalid value: 0: must be specified for an update"]
+            )
+        self._check_precondition(spec, old, rv)
+        return self._update(spec, old, body, subresource, dry_run=dry_run, validation=validation)
+
+    def _check_precondition(self, spec: ResourceSpec, old: JsonDict, rv: Any) -> None:
+        if rv and str(rv) != old["metadata"]["resourceVersion"]:
+            name = old["metadata"]["name"]
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {spec.qualified} "{name}": the object has been modified;'
+                " please apply your changes to the latest version and try again",
+                spec.details(name),
+            )
+
+    def _patch(
+        self,
+        spec: ResourceSpec,
+        namespace: str | None,
+        name: str,
+        body: bytes,
+        content_type: str,
+        subresource: str | None,
+        *,
+        dry_run: bool,
+        validation: str,
+    ) -> tuple[JsonDict, bool]:
+        if content_type == "application/apply-patch+yaml":
+            try:
+                applied = yaml.safe_load(body) or {}
+            except yaml.YAMLError as e:
+                raise ApiError(400, "BadRequest", f"error decoding YAML: {e}", {}) from e
+            if not isinstance(applied, dict):
+                raise ApiError(400, "BadRequest", "the apply patch must be an object", {})
+            key = (spec.resource, namespace if spec.namespaced else None, name)
+            if key not in self.objects or self.objects[key].deleted:
+                applied.setdefault("metadata", {}).setdefault("name", name)
+                return self._create(spec, namespace, applied, dry_run=dry_run, validation=validation), True
+            patch_doc: Any = applied
+            content_type = "application/merge-patch+json"
+        else:
+            patch_doc = _json_body(body, allow_list=True)
+
+        old = self._existing(spec, namespace, name)
+        if content_type == "application/json-patch+json":
+            if not isinstance(patch_doc, list):
+                raise ApiError(400, "BadRequest", "the JSON patch must be a list of operations", {})
+            try:
+                patched = jsonpatch.JsonPatch(patch_doc).apply(copy.deepcopy(old))
+            except (
+                jsonpatch.JsonPatchException,
+                jsonpointer.JsonPointerException,
+                TypeError,
+                KeyError,
+                IndexError,
+                ValueError,
+            ) as e:
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"the server rejected our request due to an error in our request: {e}",
+                    {"causes": [{"reason": "FieldValueInvalid", "message": str(e), "field": ""}]},
+                ) from e
+        elif content_type in {
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/json",
+        }:
+            if not isinstance(patch_doc, dict):
+                raise ApiError(400, "BadRequest", "the merge patch must be a JSON object", {})
+            patched = merge_patch(old, _strip_directives(patch_doc))
+        else:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include:"
+                " application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml,"
+                f" got {content_type}",
+                {},
+            )
+        if not isinstance(patched, dict) or not isinstance(patched.get("metadata", {}), dict):
+            raise ApiError(422, "Invalid", "the patched object is not a valid Kubernetes object", {})
+        patched.setdefault("metadata", {})
+        self._check_precondition(spec, old, patched["metadata"].get("resourceVersion"))
+        self._check_type(spec, patched)
+        return self._update(spec, old, patched, subresource, dry_run=dry_run, validation=validation), False
+
+    def _update(
+        self,
+        spec: ResourceSpec,
+        old: JsonDict,
+        new: JsonDict,
+        subresource: str | None,
+        *,
+        dry_run: bool,
+        validation: str,
+    ) -> JsonDict:
+        old_meta: JsonDict = old["metadata"]
+        if subresource == "status":
+            # Like the CRD status strategy: the old object with only the new status.
+            result = copy.deepcopy(old)
+            if "status" in new:
+                result["status"] = new["status"]
+            else:
+                result.pop("status", None)
+        else:
+            result = copy.deepcopy(new)
+            meta = result["metadata"]
+            for field in (
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ):
+                if field in old_meta:
+                    meta[field] = copy.deepcopy(old_meta[field])
+                else:
+                    meta.pop(field, None)
+            if spec.has_status:
+                if "status" in old:
+                    result["status"] = copy.deepcopy(old["status"])
+                else:
+                    result.pop("status", None)
+            if old_meta.get("deletionTimestamp"):
+                added = [
+                    f for f in meta.get("finalizers") or [] if f not in (old_meta.get("finalizers") or [])
+                ]
+                if added:
+                    quoted = ", ".join(json.dumps(f) for f in added)
+                    raise self._invalid(
+                        spec,
+                        old_meta["name"],
+                        [
+                            "metadata.finalizers: Forbidden: no new finalizers can be added if the object is"
+                            f" being deleted, found new finalizers []string{{{quoted}}}"
+                        ],
+                    )
+        result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
+        if spec.resource == CRD_RESOURCE:
+            self._check_crd(spec, result)
+        result = self._admit(spec, result, status_only=subresource == "status", validation=validation)
+        meta = result["metadata"]
+        if not meta.get("finalizers"):
+            meta.pop("finalizers", None)
+
+        if spec.has_generation and "generation" in old_meta:
+            ignored = {"metadata", "status"} if spec.has_status else {"metadata"}
+            changed = {k: v for k, v in result.items() if k not in ignored} != {
+                k: v for k, v in old.items() if k not in ignored
+            }
+            meta["generation"] = old_meta["generation"] + (1 if changed else 0)
+
+        if result == old:
+            return old  # kube-apiserver skips no-op writes: no new resourceVersion, no event
+        if dry_run:
+            return result
+        meta["resourceVersion"] = self._next_rv()
+        key = (spec.resource, meta.get("namespace") if spec.namespaced else None, meta["name"])
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            self.objects[key].history.append(result)
+            self.objects[key].delete()
+            self._emit(spec, "DELETED", result)
+            self._after_delete(spec, result)
+            return result
+        self.objects[key].history.append(result)
+        if spec.resource == CRD_RESOURCE:
+            self._register_crd(result)
+        self._emit(spec, "MODIFIED", result)
+        return result
+
+    def _delete(
+        self, spec: ResourceSpec, namespace: str | None, name: str, options: JsonDict, *, dry_run: bool
+    ) -> JsonDict:
+        old = self._existing(spec, namespace, name)
+        preconditions = options.get("preconditions") or {}
+        if preconditions.get("uid") and preconditions["uid"] != old["metadata"].get("uid"):
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {spec.qualified} "{name}": Precondition failed:'
+                " UID in precondition:"
+                f" {preconditions['uid']}, UID in object meta: {old['metadata'].get('uid')}",
+                spec.details(name),
+            )
+        self._check_precondition(spec, old, preconditions.get("resourceVersion"))
+        key = (spec.resource, namespace if spec.namespaced else None, name)
+        result = copy.deepcopy(old)
+        meta = result["metadata"]
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
+                return old
+            meta["deletionTimestamp"] = _timestamp(self.clock())
+            meta["deletionGracePeriodSeconds"] = 0
+            if dry_run:
+                return result
+            meta["resourceVersion"] = self._next_rv()
+            self.objects[key].history.append(result)
+            self._emit(spec, "MODIFIED", result)
+            return result
+        if dry_run:
+            return result
+        meta["resourceVersion"] = self._next_rv()
+        self.objects[key].history.append(result)
+        self.objects[key].delete()
+        self._emit(spec, "DELETED", result)
+        self._after_delete(spec, result)
+        return result
+
+    def _after_delete(self, spec: ResourceSpec, obj: JsonDict) -> None:
+        if spec.resource == CRD_RESOURCE:
+            self._unregister_crd(obj)
+        if spec.resource == NAMESPACE_RESOURCE:
+            namespace = obj["metadata"]["name"]
+            for (resource, obj_namespace, name), stored in list(self.objects.items()):
+                if obj_namespace == namespace and not stored.deleted and resource in self._specs:
+                    self._delete(self._specs[resource], namespace, name, {}, dry_run=False)
+
+    def _delete_collection(
+        self, spec: ResourceSpec, namespace: str | None, params: MultiMapping[str], *, dry_run: bool
+    ) -> JsonDict:
+        objs = self._selected(self._current(spec, namespace), params)
+        items = [
+            self._delete(spec, o["metadata"].get("namespace"), o["metadata"]["name"], {}, dry_run=dry_run)
+            for o in objs
+        ]
+        return {
+            "kind": f"{spec.kind}List",
+            "apiVersion": spec.api_version,
+            "metadata": {"resourceVersion": self.resource_version},
+            "items": items,
+        }
+
+    # ---- watching -----------------------------------------------------------------------------
+
+    async def _watch(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        spec: ResourceSpec,
+        namespace: str | None,
+        name: str | None,
+        params: MultiMapping[str],
+        table: str | None,
+    ) -> aiohttp.web.StreamResponse:
+        since = params.get("resourceVersion", "")
+        if since and not since.isdigit():
+            raise ApiError(400, "BadRequest", f"invalid resource version: {since!r}", {})
+        try:
+            timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+        except ValueError as e:
+            raise ApiError(400, "BadRequest", f"invalid timeoutSeconds: {e}", {}) from e
+        initial = params.get("sendInitialEvents") == "true" or since in {"", "0"}
+        bookmarks = params.get("allowWatchBookmarks") == "true"
+        labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
+
+        # Snapshot and subscribe with no await in between, so no event falls into the gap.
+        watcher = _Watcher(spec.resource, namespace, name, labels, fields, asyncio.Queue())
+        pending: list[JsonDict] = []
+        expired = False
+        if initial:
+            selected = self._selected(
+                self._current(spec, namespace, name), {"labelSelector": labels, "fieldSelector": fields}
+            )
+            pending = [{"type": "ADDED", "object": obj} for obj in selected]
+            if params.get("sendInitialEvents") == "true" and bookmarks:
+                pending.append(self._bookmark(spec, initial_events_end=True))
+        elif int(since) < self._compacted_rv:
+            expired = True
+        else:
+            pending = [
+                {"type": e.type, "object": e.object}
+                for e in self._log
+                if e.rv > int(since) and watcher.wants(e)
+            ]
+        if not self._closing and not expired:
+            self._watchers.add(watcher)
+
+        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        columns_sent = False
+
+        async def send(event: JsonDict) -> None:
+            nonlocal columns_sent
+            if table is not None and event["type"] not in {"BOOKMARK", "ERROR"}:
+                # Like the apiserver: column definitions in the first Table of the stream only.
+                rendered = self._table(spec, [event["object"]], params, table)
+                if columns_sent:
+                    rendered["columnDefinitions"] = []
+                columns_sent = True
+                event = {"type": event["type"], "object": rendered}
+            await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            await response.prepare(raw)
+            if expired:
+                status = ApiError(
+                    410, "Expired", f"too old resource version: {since} ({self._compacted_rv})"
+                ).as_status()
+                await send({"type": "ERROR", "object": status})
+                await response.write_eof()
+                return response
+            for event in pending:
+                await send(event)
+            next_bookmark = loop.time() + self.bookmark_interval
+            while not self._closing:
+                wait = next_bookmark - loop.time()
+                if deadline is not None:
+                    wait = min(wait, deadline - loop.time())
+                try:
+                    async with asyncio.timeout(max(wait, 0)):
+                        item = await watcher.queue.get()
+                except TimeoutError:
+                    if deadline is not None and loop.time() >= deadline:
+                        break
+                    if bookmarks:
+                        await send(self._bookmark(spec))
+                    next_bookmark = loop.time() + self.bookmark_interval
+                    continue
+                if item is None:
+                    break
+                await send({"type": item.type, "object": item.object})
+            if bookmarks and not self._closing:
+                await send(self._bookmark(spec))
+            await response.write_eof()
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            pass  # the client went away; nothing to tell it
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client disconnects; __call__ never sees it.
+            self.served.append(ServedResponse(raw.method, raw.path_qs, response.status))
+            raise
+        finally:
+            self._watchers.discard(watcher)
+        return response
+
+    def _bookmark(self, spec: ResourceSpec, *, initial_events_end: bool = False) -> JsonDict:
+        metadata: JsonDict = {"resourceVersion": self.resource_version}
+        if initial_events_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {
+            "type": "BOOKMARK",
+            "object": {"kind": spec.kind, "apiVersion": spec.api_version, "metadata": metadata},
+        }
+
+
+def _reason_for(code: int) -> str:
+    return {
+        400: "BadRequest",
+        404: "NotFound",
+        405: "MethodNotAllowed",
+        409: "Conflict",
+        415: "UnsupportedMediaType",
+        422: "Invalid",
+    }.get(code, "InternalError")
+
+
+def _json_body(body: bytes, *, allow_list: bool = False) -> Any:
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as e:
+        raise ApiError(400, "BadRequest", f"the body of the request was in an unknown format: {e}", {}) from e
+    if isinstance(data, dict) or (allow_list and isinstance(data, list)):
+        return data
+    raise ApiError(400, "BadRequest", "the body of the request must be a JSON object", {})
+
+
+def _table_version(headers: CIMultiDictProxy[str]) -> str | None:
+    """The meta.k8s.io version of a Table the client asks for first, or None for plain JSON."""
+    for accept in headers.getall("Accept", []):
+        for media_range in accept.split(","):
+            kind, *raw_params = (part.strip() for part in media_range.split(";"))
+            params = dict(p.split("=", 1) for p in raw_params if "=" in p)
+            if (
+                params.get("as") == "Table"
+                and params.get("g") == "meta.k8s.io"
+                and params.get("v") in {"v1", "v1beta1"}
+            ):
+                return str(params["v"])
+            if kind in {"application/json", "*/*", "application/*"} and "as" not in params:
+                return None
+    return None
+
+
+def _cell(column: Mapping[str, Any], value: Any, now: datetime.datetime) -> Any:
+    # As the apiextensions table convertor: typed cells, dates as ages, absent values as null.
+    if value is None:
+        return None
+    kind = column.get("type", "string")
+    if kind == "date":
+        moment = _parse_timestamp(str(value))
+        if moment is None:
+            return "<invalid>"
+        return (
+            _timestamp(moment) if column.get("raw_date") else human_duration((now - moment).total_seconds())
+        )
+    if kind == "integer":
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if kind == "number":
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Serving: in the running loop, or in a thread with its own loop.
+# --------------------------------------------------------------------------------------------
+
+
+def load_crds(sources: Iterable[CrdSource]) -> list[JsonDict]:
+    """Load CRDs from YAML files (via the schema module) or take them as given dicts."""
+    return [
+        copy.deepcopy(dict(source))
+        if isinstance(source, Mapping)
+        else crd_schema.load_crd(pathlib.Path(source))
+        for source in sources
+    ]
+
+
+def write_kubeconfig(path: str | os.PathLike[str], url: str, *, namespace: str = "default") -> pathlib.Path:
+    """Write a kubeconfig for a plain-HTTP server without authentication."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sandbox", "cluster": {"server": url}}],
+        "users": [{"name": "sandbox", "user": {}}],
+        "contexts": [
+            {"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox", "namespace": namespace}}
+        ],
+        "current-context": "sandbox",
+        "preferences": {},
+    }
+    target = pathlib.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return target
+
+
+@dataclasses.dataclass(frozen=True)
+class EmulatorHandle:
+    """A served emulator: its base URL (``http://127.0.0.1:PORT``) and the kubeconfig, if any."""
+
+    url: str
+    kubeconfig_path: pathlib.Path | None
+    emulator: KubernetesApiEmulator
+
+
+@attrs.mutable
+class _LoopbackServer(kmock.Server):
+    # kmock.Server also patches aiohttp's DNS resolution process-wide while it runs; the
+    # emulator is reached by its IP only, and the patch would clash across threads.
+
+    async def __aenter__(self) -> Self:
+        self._managed_server = aiohttp.test_utils.RawTestServer(
+            self.handler, host=self._host, port=self._port
+        )
+        await self._managed_server.__aenter__()
+        self._managed_client = aiohttp.ClientSession(self._managed_server.make_url("/"))
+        await self._managed_client.__aenter__()
+        self.handler.servers.append(self)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.handler.servers.remove(self)
+        assert self._managed_client is not None
+        assert self._managed_server is not None
+        await self._managed_client.__aexit__(exc_type, exc, tb)
+        await self._managed_server.__aexit__(exc_type, exc, tb)
+        self._managed_client = None
+        self._managed_server = None
+
+
+@contextlib.asynccontextmanager
+async def run_kubernetes_emulator(
+    crds: Iterable[CrdSource] = (),
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    kubeconfig_path: str | os.PathLike[str] | None = None,
+    namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+) -> AsyncIterator[EmulatorHandle]:
+    """Serve a new emulator on a loopback port in the running event loop until exited."""
+    emulator = KubernetesApiEmulator(crds=load_crds(crds), namespaces=namespaces)
+    async with emulator:
+        server = _LoopbackServer(emulator, host=host, port=port)
+        async with server:
+            url = f"http://{host}:{server.port}"
+            path = write_kubeconfig(kubeconfig_path, url) if kubeconfig_path is not None else None
+            try:
+                yield EmulatorHandle(url=url, kubeconfig_path=path, emulator=emulator)
+            finally:
+                await emulator.close_streams()
+
+
+class ThreadedEmulator:
+    """
+    An emulator served from a daemon thread with its own real-time event loop.
+
+    The emulator's state belongs to that loop: change it from other threads only through
+    ``call()``/``run()`` (e.g. ``threaded.call(lambda: threaded.emulator.create_object(...))``),
+    which also wakes its watchers; reading ``emulator.objects`` or ``emulator.served`` is fine.
+    """
+
+    def __init__(
+        self,
+        crds: Iterable[CrdSource] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        kubeconfig_path: str | os.PathLike[str] | None = None,
+        namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+    ) -> None:
+        self._crds = load_crds(crds)
+        self._options: JsonDict = {
+            "host": host,
+            "port": port,
+            "kubeconfig_path": kubeconfig_path,
+            "namespaces": namespaces,
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._handle: EmulatorHandle | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kubernetes-emulator", daemon=True)
+
+    @property
+    def handle(self) -> EmulatorHandle:
+        if self._handle is None:
+            raise RuntimeError("The emulator is not running.")
+        return self._handle
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+    @property
+    def kubeconfig_path(self) -> pathlib.Path | None:
+        return self.handle.kubeconfig_path
+
+    @property
+    def emulator(self) -> KubernetesApiEmulator:
+        return self.handle.emulator
+
+    def start(self, timeout: float = 10.0) -> Self:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("The Kubernetes emulator did not start in time.")
+        if self._failure is not None:
+            raise RuntimeError("The Kubernetes emulator failed to start.") from self._failure
+        return self
+
+    def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = 10.0) -> _T:
+        """Run a coroutine in the emulator's loop (e.g. to seed objects) and return its result."""
+        if self._loop is None:
+            raise RuntimeError("The emulator is not running.")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def call(self, fn: Callable[[], _T], timeout: float | None = 10.0) -> _T:
+        """Call a function in the emulator's loop, e.g. ``emulator.create_object(...)``."""
+
+        async def wrapper() -> _T:
+            return fn()
+
+        return self.run(wrapper(), timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop may be closing already
+                loop.call_soon_threadsafe(stopped.set)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Self:
+        return self.start() if not self._thread.is_alive() else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        # A plain new loop: whatever patches the caller's loop (e.g. looptime) stays out of here.
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as e:
+            self._failure = e
+        finally:
+            self._ready.set()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stopped = asyncio.Event()
+        async with run_kubernetes_emulator(self._crds, **self._options) as handle:
+            self._handle = handle
+            self._ready.set()
+            await self._stopped.wait()
+
+
+def start_in_thread(
+    crds: Iterable[CrdSource] = (),
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    kubeconfig_path: str | os.PathLike[str] | None = None,
+    namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+) -> ThreadedEmulator:
+    """Start an emulator in a background thread; call ``.stop()`` (or use ``with``) to end it."""
+    return ThreadedEmulator(
+        crds, host=host, port=port, kubeconfig_path=kubeconfig_path, namespaces=namespaces
+    ).start()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the emulator until interrupted: ``python -m lambda_rollouts.sandbox.kube --crd ...``."""
+    parser = argparse.ArgumentParser(description="A local Kubernetes API server for the sandbox.")
+    parser.add_argument("--crd", action="append", default=[], help="a CRD YAML file (repeatable)")
+    parser.add_argument("--port", type=int, default=None, help="the TCP port (default: any free one)")
+    parser.add_argument("--kubeconfig", default=None, help="where to write a kubeconfig for kubectl")
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        async with run_kubernetes_emulator(
+            args.crd, port=args.port, kubeconfig_path=args.kubeconfig
+        ) as handle:
+            print(f"Serving the Kubernetes API at {handle.url}", flush=True)
+            if handle.kubeconfig_path is not None:
+                print(f"export KUBECONFIG={handle.kubeconfig_path}", flush=True)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = [
+    "ApiError",
+    "ApiPath",
+    "EmulatorHandle",
+    "KubernetesApiEmulator",
+    "ResourceSpec",
+    "ServedResponse",
+    "ThreadedEmulator",
+    "WatchEvent",
+    "crd_resources",
+    "field_selector_matches",
+    "human_duration",
+    "jsonpath_value",
+    "label_selector_matches",
+    "load_crds",
+    "merge_patch",
+    "parse_api_path",
+    "run_kubernetes_emulator",
+    "start_in_thread",
+    "write_kubeconfig",
+]

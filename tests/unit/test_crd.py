@@ -1,0 +1,654 @@
+"""The CRD admits exactly what the pydantic model parses, and the admission validator words its
+errors as kube-apiserver does.
+
+The corpus in tests/corpus holds LambdaRollout manifests: every one in good.yaml must pass both the
+CRD schema and ``RolloutSpec.parse``; every one in bad.yaml must fail both, at the field its
+``corpus.lambda.rollouts.dev/field`` annotation names.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from lambda_rollouts.crd import STEP_MESSAGE, STRATEGY_MESSAGE, build_crd, render_crd_yaml
+from lambda_rollouts.errors import SpecError
+from lambda_rollouts.model import (
+    ALIAS_PATTERN,
+    AllAtOnceStrategy,
+    CanaryStep,
+    CanaryStrategy,
+    Condition,
+    LinearStrategy,
+    PauseStep,
+    Phase,
+    Preset,
+    RolloutSpec,
+    RolloutStatus,
+    Strategy,
+)
+from lambda_rollouts.sandbox.schema import (
+    BLOCKED_RULES_DETAIL,
+    ErrorType,
+    check_object,
+    check_status,
+    invalid_status,
+    load_crd,
+    prune_object,
+    unknown_fields,
+    validate_object,
+    validate_status,
+    version_schema,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "corpus"
+CRD_FILE = ROOT / "crds" / "lambdarollouts.yaml"
+FIELD = "corpus.lambda.rollouts.dev/field"
+BLOCKED = f"<nil>: Invalid value: null: {BLOCKED_RULES_DETAIL}"
+
+CRD = build_crd()
+
+
+def _corpus(name: str) -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((CORPUS / name).read_text(encoding="utf-8")))
+
+
+GOOD = _corpus("good.yaml")
+BAD = _corpus("bad.yaml")
+
+
+def _name(manifest: dict[str, Any]) -> str:
+    return str(manifest["metadata"]["name"])
+
+
+def _rollout(**spec: Any) -> dict[str, Any]:
+    base = {
+        "functionName": "checkout-api",
+        "alias": "live",
+        "version": "42",
+        "strategy": {"preset": "AllAtOnce"},
+    }
+    return {
+        "apiVersion": "lambda.rollouts.dev/v1alpha1",
+        "kind": "LambdaRollout",
+        "metadata": {"name": "demo", "namespace": "default"},
+        "spec": {**base, **spec},
+    }
+
+
+def _model_path(field: str) -> str:
+    """The API server's ``a.b[0].c`` as the model's error location ``a.b.0.c``."""
+    return re.sub(r"\[(\d+)\]", r".\1", field)
+
+
+# ---------------------------------------------------------------------------------------------
+# The agreement corpus.
+
+
+def test_corpus_covers_enough_cases() -> None:
+    assert len(GOOD) >= 25
+    assert len(BAD) >= 25
+    names = [_name(manifest) for manifest in GOOD + BAD]
+    assert len(names) == len(set(names))
+    assert all(FIELD in manifest["metadata"].get("annotations", {}) for manifest in BAD)
+
+
+def test_corpus_uses_every_strategy_and_preset() -> None:
+    strategies = [manifest["spec"]["strategy"] for manifest in GOOD]
+    assert {key for strategy in strategies for key in strategy} == {"preset", "canary", "linear", "allAtOnce"}
+    assert {strategy["preset"] for strategy in strategies if "preset" in strategy} == {
+        p.value for p in Preset
+    }
+    pauses = [
+        step["pause"]
+        for strategy in strategies
+        for step in strategy.get("canary", {}).get("steps", [])
+        if "pause" in step
+    ]
+    assert any("duration" in pause for pause in pauses)
+    assert any("duration" not in pause for pause in pauses)
+
+
+@pytest.mark.parametrize("manifest", GOOD, ids=_name)
+def test_good_manifest_is_admitted_and_parsed(manifest: dict[str, Any]) -> None:
+    assert validate_object(CRD, manifest) == []
+    assert unknown_fields(CRD, manifest) == []
+    assert prune_object(CRD, manifest) == manifest
+    RolloutSpec.parse(manifest["spec"])
+
+
+@pytest.mark.parametrize("manifest", BAD, ids=_name)
+def test_bad_manifest_is_rejected_by_both(manifest: dict[str, Any]) -> None:
+    field = manifest["metadata"]["annotations"][FIELD]
+
+    errors = check_object(CRD, manifest)
+    assert field in {error.field for error in errors}, [str(error) for error in errors]
+
+    with pytest.raises(SpecError) as raised:
+        RolloutSpec.parse(manifest.get("spec"))
+    assert _model_path(field) in str(raised.value)
+
+
+def test_one_of_rules_say_what_the_model_says() -> None:
+    with pytest.raises(SpecError, match=re.escape(STRATEGY_MESSAGE)):
+        RolloutSpec.parse(_rollout(strategy={})["spec"])
+    with pytest.raises(SpecError, match=re.escape(STEP_MESSAGE)):
+        RolloutSpec.parse(_rollout(strategy={"canary": {"steps": [{}]}})["spec"])
+    assert validate_object(CRD, _rollout(strategy={})) == [
+        f'spec.strategy: Invalid value: "object": {STRATEGY_MESSAGE}'
+    ]
+
+
+def test_crd_is_stricter_than_the_model_about_json_types() -> None:
+    # The model coerces these (pydantic's lax mode); the API server never lets them through.
+    cases = {
+        "spec.paused": _rollout(paused="true"),
+        "spec.progressDeadlineSeconds": _rollout(progressDeadlineSeconds="60"),
+        "spec.strategy.canary.steps[0].setWeight": _rollout(
+            strategy={"canary": {"steps": [{"setWeight": "10"}]}}
+        ),
+        "spec.strategy.linear.stepWeight": _rollout(
+            strategy={"linear": {"stepWeight": True, "interval": "1m"}}
+        ),
+    }
+    for field, manifest in cases.items():
+        errors = check_object(CRD, manifest)
+        assert [(e.type, e.field) for e in errors[:1]] == [(ErrorType.TYPE_INVALID, field)]
+
+
+def test_unknown_fields_are_pruned_before_the_model_sees_them() -> None:
+    manifest = _rollout(colour="blue", strategy={"canary": {"steps": [{"setWeight": 10, "weight": 5}]}})
+    assert validate_object(CRD, manifest) == []
+    assert sorted(unknown_fields(CRD, manifest)) == ["spec.colour", "spec.strategy.canary.steps[0].weight"]
+    with pytest.raises(SpecError):
+        RolloutSpec.parse(manifest["spec"])
+    RolloutSpec.parse(prune_object(CRD, manifest)["spec"])
+
+
+def test_nulls_are_dropped_as_the_api_server_drops_them() -> None:
+    manifest = _rollout(region=None, strategy={"canary": {"steps": [{"setWeight": 10, "pause": None}]}})
+    assert validate_object(CRD, manifest)[0] == (
+        'spec.region: Invalid value: "null": spec.region in body must be of type string: "null"'
+    )
+    stored = prune_object(CRD, manifest)
+    assert stored["spec"] == {**_rollout()["spec"], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}}
+    assert validate_object(CRD, stored) == []
+    RolloutSpec.parse(stored["spec"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema declares what the model declares, with the same bounds.
+
+
+def _schema_at(*path: str, root: str = "spec") -> dict[str, Any]:
+    node: dict[str, Any] = version_schema(CRD)["properties"][root]
+    for step in path:
+        node = node["items"] if step == "[]" else node["properties"][step]
+    return node
+
+
+MODEL_NODES: list[tuple[type[BaseModel], dict[str, Any]]] = [
+    (RolloutSpec, _schema_at()),
+    (Strategy, _schema_at("strategy")),
+    (CanaryStrategy, _schema_at("strategy", "canary")),
+    (CanaryStep, _schema_at("strategy", "canary", "steps", "[]")),
+    (PauseStep, _schema_at("strategy", "canary", "steps", "[]", "pause")),
+    (LinearStrategy, _schema_at("strategy", "linear")),
+    (AllAtOnceStrategy, _schema_at("strategy", "allAtOnce")),
+    (RolloutStatus, _schema_at(root="status")),
+    (Condition, _schema_at("conditions", "[]", root="status")),
+]
+
+
+@pytest.mark.parametrize(("model", "schema"), MODEL_NODES, ids=lambda value: getattr(value, "__name__", ""))
+def test_schema_declares_exactly_the_model_fields(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    fields = model.model_fields.values()
+    assert set(schema.get("properties", {})) == {field.alias for field in fields}
+    assert set(schema.get("required", [])) == {field.alias for field in fields if field.is_required()}
+
+
+_CONSTRAINTS = (
+    "type",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+    "enum",
+)
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        return _resolve(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+    options = [option for option in node.get("anyOf", []) if option.get("type") != "null"]
+    if len(options) == 1:
+        return _resolve(options[0], defs)
+    return node
+
+
+def _compare(crd: dict[str, Any], model: dict[str, Any], defs: dict[str, Any], path: str) -> list[str]:
+    model = _resolve(model, defs)
+    differences = [
+        f"{path}: {key} is {crd.get(key)!r} in the CRD, {model.get(key)!r} in the model"
+        for key in _CONSTRAINTS
+        if crd.get(key) != model.get(key)
+    ]
+    for key, sub in crd.get("properties", {}).items():
+        differences += _compare(sub, model["properties"][key], defs, f"{path}.{key}")
+    if "items" in crd:
+        differences += _compare(crd["items"], model["items"], defs, f"{path}[]")
+    return differences
+
+
+@pytest.mark.parametrize(("model", "root"), [(RolloutSpec, "spec"), (RolloutStatus, "status")])
+def test_schema_bounds_match_the_model(model: type[BaseModel], root: str) -> None:
+    generated = model.model_json_schema(by_alias=True)
+    assert _compare(_schema_at(root=root), generated, generated.get("$defs", {}), root) == []
+
+
+def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
+    status = RolloutStatus(
+        observed_generation=3,
+        phase=Phase.PROGRESSING,
+        stable_version="41",
+        canary_version="42",
+        canary_weight=12.5,
+        current_step_index=1,
+        step_count=4,
+        message="step 2/4: pause 5m (3m12s left)",
+        step_started_at="2025-01-01T10:00:00Z",
+        paused_at="2025-01-01T10:01:00Z",
+        verified_pair="41->42",
+        retry_count=2,
+        conditions=[
+            Condition(
+                type=t, status="False", reason="Progressing", last_transition_time="2025-01-01T10:00:00Z"
+            )
+            for t in ("Ready", "Reconciling", "Stalled")
+        ],
+    ).to_wire()
+    assert set(status) == {field.alias for field in RolloutStatus.model_fields.values()}
+    manifest = {**_rollout(), "status": status}
+    assert prune_object(CRD, manifest)["status"] == status
+    assert validate_object(CRD, manifest) == []
+    assert validate_status(CRD, status) == []
+
+
+def test_bad_status_is_rejected_by_both() -> None:
+    status = {
+        "phase": "Finished",
+        "conditions": [
+            {"type": "Ready", "status": "Maybe", "reason": "X", "lastTransitionTime": "2025-01-01T10:00:00Z"}
+        ],
+    }
+    assert validate_status(CRD, status) == [
+        'status.phase: Unsupported value: "Finished": supported values: '
+        '"Progressing", "Paused", "Healthy", "Degraded"',
+        'status.conditions[0].status: Unsupported value: "Maybe": '
+        'supported values: "True", "False", "Unknown"',
+        BLOCKED,
+    ]
+    with pytest.raises(ValidationError):
+        RolloutStatus.model_validate(status)
+
+
+def test_status_conditions_are_a_map_keyed_by_type() -> None:
+    condition = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Succeeded",
+        "lastTransitionTime": "2025-01-01T10:00:00Z",
+    }
+    assert validate_status(CRD, {"conditions": [condition, {**condition, "status": "False"}]}) == [
+        'status.conditions[1]: Duplicate value: {"type":"Ready"}'
+    ]
+    assert validate_status(CRD, {"conditions": [{**condition, "lastTransitionTime": "yesterday"}]})[0] == (
+        'status.conditions[0].lastTransitionTime: Invalid value: "yesterday": '
+        'status.conditions[0].lastTransitionTime in body must be of type date-time: "yesterday"'
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The CRD object and its file.
+
+
+def test_crd_file_is_the_rendered_crd() -> None:
+    assert CRD_FILE.read_text(encoding="utf-8") == render_crd_yaml()
+    assert load_crd(CRD_FILE) == build_crd()
+
+
+def test_crd_names_scope_and_subresources() -> None:
+    spec = CRD["spec"]
+    assert CRD["metadata"]["name"] == "lambdarollouts.lambda.rollouts.dev"
+    assert spec["group"] == "lambda.rollouts.dev"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"] == {
+        "kind": "LambdaRollout",
+        "listKind": "LambdaRolloutList",
+        "plural": "lambdarollouts",
+        "singular": "lambdarollout",
+        "shortNames": ["lro"],
+        "categories": ["rollouts"],
+    }
+    [version] = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+
+
+def test_printer_columns() -> None:
+    columns = CRD["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [(c["name"], c["type"], c["jsonPath"], c.get("priority", 0)) for c in columns] == [
+        ("Function", "string", ".spec.functionName", 0),
+        ("Alias", "string", ".spec.alias", 0),
+        ("Stable", "string", ".status.stableVersion", 0),
+        ("Canary", "string", ".status.canaryVersion", 0),
+        ("Weight", "number", ".status.canaryWeight", 0),
+        ("Phase", "string", ".status.phase", 0),
+        ("Age", "date", ".metadata.creationTimestamp", 0),
+        ("Step", "integer", ".status.currentStepIndex", 1),
+        ("Message", "string", ".status.message", 1),
+    ]
+
+
+def test_build_crd_returns_a_fresh_dict() -> None:
+    crd = build_crd()
+    crd["spec"]["versions"].clear()
+    assert build_crd() == CRD
+
+
+# ---------------------------------------------------------------------------------------------
+# The validator's wording, on the LambdaRollout CRD.
+
+
+def test_wording_of_common_errors() -> None:
+    no_alias = _rollout()
+    del no_alias["spec"]["alias"]
+    assert validate_object(CRD, no_alias) == ["spec.alias: Required value", BLOCKED]
+    assert validate_object(CRD, _rollout(version="$LATEST")) == [
+        "spec.version: Invalid value: \"$LATEST\": spec.version in body should match '^[0-9]+$'"
+    ]
+    assert validate_object(CRD, _rollout(version=42)) == [
+        'spec.version: Invalid value: "integer": spec.version in body must be of type string: "integer"',
+        BLOCKED,
+    ]
+    assert validate_object(CRD, _rollout(functionName="f" * 171)) == [
+        "spec.functionName: Too long: may not be more than 170 bytes",
+        BLOCKED,
+    ]
+    assert validate_object(CRD, _rollout(functionName="")) == [
+        'spec.functionName: Invalid value: "": spec.functionName in body should be at least 1 chars long'
+    ]
+    assert validate_object(CRD, _rollout(strategy={"preset": "Foo"})) == [
+        'spec.strategy.preset: Unsupported value: "Foo": supported values: '
+        + ", ".join(f'"{preset.value}"' for preset in Preset),
+        BLOCKED,
+    ]
+
+
+def test_nested_paths_and_list_indexes() -> None:
+    steps = [{"setWeight": 150}, {}, {"setWeight": 5, "pause": {}}, {"pause": {"duration": "5 minutes"}}]
+    assert validate_object(CRD, _rollout(strategy={"canary": {"steps": steps}})) == [
+        "spec.strategy.canary.steps[0].setWeight: Invalid value: 150: "
+        "spec.strategy.canary.steps[0].setWeight in body should be less than or equal to 100",
+        'spec.strategy.canary.steps[3].pause.duration: Invalid value: "5 minutes": '
+        "spec.strategy.canary.steps[3].pause.duration in body should match "
+        "'^([0-9]+(\\.[0-9]+)?(ms|h|m|s))+$'",
+        f'spec.strategy.canary.steps[1]: Invalid value: "object": {STEP_MESSAGE}',
+        f'spec.strategy.canary.steps[2]: Invalid value: "object": {STEP_MESSAGE}',
+    ]
+    assert validate_object(CRD, _rollout(strategy={"canary": {"steps": []}})) == [
+        "spec.strategy.canary.steps: Invalid value: 0: "
+        "spec.strategy.canary.steps in body should have at least 1 items"
+    ]
+
+
+def test_value_errors_do_not_hold_back_the_rules_but_shape_errors_do() -> None:
+    # A pattern error leaves the object's shape intact, so the CEL rules still run.
+    assert validate_object(CRD, _rollout(version="abc", strategy={})) == [
+        "spec.version: Invalid value: \"abc\": spec.version in body should match '^[0-9]+$'",
+        f'spec.strategy: Invalid value: "object": {STRATEGY_MESSAGE}',
+    ]
+    # A type error does not: the rules are skipped and the API server says so.
+    assert validate_object(CRD, _rollout(paused="yes", strategy={})) == [
+        'spec.paused: Invalid value: "string": spec.paused in body must be of type boolean: "string"',
+        BLOCKED,
+    ]
+
+
+def test_missing_spec_and_wrong_version() -> None:
+    manifest = _rollout()
+    del manifest["spec"]
+    assert validate_object(CRD, manifest) == ["spec: Required value", BLOCKED]
+    with pytest.raises(ValueError, match="no version 'v9'"):
+        validate_object(CRD, {**_rollout(), "apiVersion": "lambda.rollouts.dev/v9"})
+    with pytest.raises(ValueError, match="not in group"):
+        validate_object(CRD, {**_rollout(), "apiVersion": "example.com/v1alpha1"})
+
+
+def test_invalid_status_is_the_api_servers_422() -> None:
+    errors = check_object(CRD, _rollout(version="$LATEST", alias="123"))
+    status = invalid_status(CRD, "demo", errors)
+    assert status["code"] == 422
+    assert status["reason"] == "Invalid"
+    assert status["message"] == (
+        'LambdaRollout.lambda.rollouts.dev "demo" is invalid: ['
+        + ", ".join(str(error) for error in errors)
+        + "]"
+    )
+    assert status["details"]["causes"][0] == {
+        "reason": "FieldValueInvalid",
+        "message": f"Invalid value: \"123\": spec.alias in body should match '{ALIAS_PATTERN}'",
+        "field": "spec.alias",
+    }
+    single = invalid_status(CRD, "demo", check_object(CRD, _rollout(version="x")))
+    assert single["message"].endswith(
+        "is invalid: spec.version: Invalid value: \"x\": spec.version in body should match '^[0-9]+$'"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The validator on a CRD that exercises the rest of the schema language.
+
+WIDGET_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "names": {"kind": "Widget", "plural": "widgets"},
+        "scope": "Namespaced",
+        "versions": [
+            {"name": "v1beta1", "served": False, "storage": False},
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-validations": [
+                            {
+                                "rule": "self.metadata.name.startsWith('w-')",
+                                "message": "name must start with w-",
+                            }
+                        ],
+                        "properties": {
+                            "metadata": {"type": "object"},
+                            "spec": {
+                                "type": "object",
+                                "x-kubernetes-validations": [
+                                    {
+                                        "rule": "!has(self.count) || self.count <= 3 || has(self.ratio)",
+                                        "messageExpression": "'count ' + string(self.count) + ': no ratio'",
+                                    },
+                                    {
+                                        "rule": "!has(self.maybe) || self.maybe != 'never'",
+                                        "reason": "FieldValueForbidden",
+                                        "fieldPath": ".maybe",
+                                        "message": "never is not allowed",
+                                    },
+                                    {"rule": "!has(self.tags) || self.tags.size() != 1"},
+                                ],
+                                "properties": {
+                                    "count": {"type": "integer", "maximum": 5},
+                                    "ratio": {
+                                        "type": "number",
+                                        "maximum": 1.5,
+                                        "exclusiveMinimum": True,
+                                        "minimum": 0,
+                                    },
+                                    "big": {"type": "number", "maximum": 1000},
+                                    "text": {"type": "string", "pattern": "^[a-z]*$"},
+                                    "maybe": {"type": "string", "nullable": True},
+                                    "mode": {"type": "string", "enum": ["fast", "slow"], "default": "fast"},
+                                    "when": {"type": "string", "format": "date-time"},
+                                    "tags": {
+                                        "type": "array",
+                                        "maxItems": 3,
+                                        "items": {"type": "string"},
+                                        "x-kubernetes-list-type": "set",
+                                    },
+                                    "labels": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "string", "maxLength": 3},
+                                    },
+                                    "free": {
+                                        "type": "object",
+                                        "x-kubernetes-preserve-unknown-fields": True,
+                                        "properties": {
+                                            "known": {
+                                                "type": "object",
+                                                "properties": {"a": {"type": "string"}},
+                                            }
+                                        },
+                                    },
+                                    "limits": {"type": "object", "maxProperties": 1},
+                                },
+                            },
+                        },
+                    }
+                },
+            },
+        ],
+    },
+}
+
+
+def _widget(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w-1"}, "spec": spec}
+
+
+def test_numbers_print_as_go_prints_them() -> None:
+    assert validate_object(WIDGET_CRD, _widget(ratio=2.5, big=1e6)) == [
+        "spec.ratio: Invalid value: 2.5: spec.ratio in body should be less than or equal to 1.5",
+        "spec.big: Invalid value: 1e+06: spec.big in body should be less than or equal to 1000",
+    ]
+    assert validate_object(WIDGET_CRD, _widget(ratio=0)) == [
+        "spec.ratio: Invalid value: 0: spec.ratio in body should be greater than 0"
+    ]
+
+
+def test_strings_are_quoted_as_go_quotes_them() -> None:
+    assert validate_object(WIDGET_CRD, _widget(text='tab\tquote"é')) == [
+        'spec.text: Invalid value: "tab\\tquote\\"é": spec.text in body should match \'^[a-z]*$\''
+    ]
+
+
+def test_null_is_allowed_only_where_nullable() -> None:
+    assert validate_object(WIDGET_CRD, _widget(maybe=None)) == []
+    assert validate_object(WIDGET_CRD, _widget(text=None))[0] == (
+        'spec.text: Invalid value: "null": spec.text in body must be of type string: "null"'
+    )
+
+
+def test_sizes_sets_maps_and_formats() -> None:
+    assert validate_object(
+        WIDGET_CRD, _widget(tags=["a", "b", "a", "c"], labels={"ok": "abc", "bad": "abcd"})
+    ) == [
+        "spec.tags: Too many: 4: must have at most 3 items",
+        "spec.labels.bad: Too long: may not be more than 3 bytes",
+        'spec.tags[2]: Duplicate value: "a"',
+        BLOCKED,
+    ]
+    assert validate_object(WIDGET_CRD, _widget(limits={"a": 1, "b": 2})) == [
+        "spec.limits: Too many: 2: must have at most 1 item",
+        BLOCKED,
+    ]
+    assert validate_object(WIDGET_CRD, _widget(when="2025-01-01T10:00:00.5+01:00")) == []
+    assert validate_object(WIDGET_CRD, _widget(mode="turbo"))[0] == (
+        'spec.mode: Unsupported value: "turbo": supported values: "fast", "slow"'
+    )
+
+
+def test_rule_options_message_expression_reason_field_path_and_root() -> None:
+    manifest = _widget(count=4, maybe="never", tags=["x"])
+    manifest["metadata"]["name"] = "gadget"
+    assert validate_object(WIDGET_CRD, manifest) == [
+        '<nil>: Invalid value: "object": name must start with w-',
+        'spec: Invalid value: "object": count 4: no ratio',
+        "spec.maybe: Forbidden: never is not allowed",
+        'spec: Invalid value: "object": failed rule: !has(self.tags) || self.tags.size() != 1',
+    ]
+
+
+def test_pruning_keeps_what_the_schema_declares() -> None:
+    manifest = _widget(
+        count=1,
+        mystery=True,
+        labels={"any": "x"},
+        free={"anything": {"deep": 1}, "known": {"a": "kept", "b": "dropped"}},
+        maybe=None,
+        text=None,
+    )
+    manifest["metadata"]["labels"] = {"team": "a"}
+    manifest["status"] = {"whatever": 1}
+    original = copy.deepcopy(manifest)
+    assert unknown_fields(WIDGET_CRD, manifest) == ["spec.mystery", "spec.free.known.b", "status"]
+    assert prune_object(WIDGET_CRD, manifest) == {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w-1", "labels": {"team": "a"}},
+        "spec": {
+            "count": 1,
+            "labels": {"any": "x"},
+            "free": {"anything": {"deep": 1}, "known": {"a": "kept"}},
+            "maybe": None,
+            "mode": "fast",
+        },
+    }
+    assert manifest == original
+
+
+def test_versions_are_chosen_by_api_version() -> None:
+    assert version_schema(WIDGET_CRD)["type"] == "object"
+    with pytest.raises(ValueError, match="not served"):
+        validate_object(WIDGET_CRD, {**_widget(), "apiVersion": "example.com/v1beta1"})
+
+
+def test_status_is_checked_alone_for_the_status_subresource() -> None:
+    errors = check_status(CRD, {"phase": "Healthy", "canaryWeight": "ten"})
+    assert [(error.type, error.field) for error in errors] == [
+        (ErrorType.TYPE_INVALID, "status.canaryWeight"),
+        (ErrorType.INVALID, "<nil>"),
+    ]
+    assert check_status(WIDGET_CRD, {"anything": 1}) == []
+
+
+def test_load_crd_finds_the_crd_among_other_documents(tmp_path: Path) -> None:
+    path = tmp_path / "bundle.yaml"
+    path.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n" + render_crd_yaml())
+    assert load_crd(path) == CRD
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("apiVersion: v1\nkind: Namespace\n")
+    with pytest.raises(ValueError, match="no CustomResourceDefinition"):
+        load_crd(empty)

@@ -1,0 +1,234 @@
+"""The reconcile service over the strict fake AWS and a recording status writer, with a set clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from lambda_rollouts.aws.fake import FakeLambda
+from lambda_rollouts.errors import AccessDeniedError, ThrottledError
+from lambda_rollouts.kube import RecordingStatusWriter, status_merge_patch
+from lambda_rollouts.planner import Event
+from lambda_rollouts.reconcile import RolloutRef, RolloutService
+from lambda_rollouts.settings import Settings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+REF = RolloutRef("default", "checkout")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Events:
+    def __init__(self) -> None:
+        self.posted: list[Event] = []
+
+    def post(self, event: Event) -> None:
+        self.posted.append(event)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [event.reason.value for event in self.posted]
+
+
+@pytest.fixture
+def aws() -> FakeLambda:
+    fake = FakeLambda()
+    fake.add_function("checkout-api")
+    fake.publish_version("checkout-api")  # 1
+    fake.publish_version("checkout-api")  # 2
+    fake.put_alias("checkout-api", "live", "1")
+    return fake
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def writer() -> RecordingStatusWriter:
+    return RecordingStatusWriter()
+
+
+@pytest.fixture
+def service(aws: FakeLambda, writer: RecordingStatusWriter, clock: Clock) -> RolloutService:
+    settings = Settings(default_region="us-east-1", retry_initial_delay_seconds=5, retry_max_delay_seconds=60)
+    return RolloutService(settings=settings, router=aws, writer=writer, clock=clock)
+
+
+def rollout(version: str = "2", strategy: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "checkout", "namespace": "default", "generation": 1},
+        "spec": {
+            "functionName": "checkout-api",
+            "alias": "live",
+            "version": version,
+            "strategy": strategy or {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}]}},
+            **spec,
+        },
+    }
+
+
+def stored(body: dict[str, Any], writer: RecordingStatusWriter) -> Callable[[], dict[str, Any]]:
+    """The body as the API server would hand it back after the writes so far."""
+
+    def read() -> dict[str, Any]:
+        status = writer.current.get(("default", "checkout"))
+        return body | ({"status": status} if status is not None else {})
+
+    return read
+
+
+async def test_one_canary_step_writes_once_reads_back_and_writes_status_once(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter
+) -> None:
+    events = Events()
+    plan = await service.reconcile(REF, rollout(), events)
+    assert plan.requeue_after == 0.0
+    assert [(w.operation, w.primary, dict(w.routing)) for w in aws.writes] == [("UpdateAlias", "1", {"2": 10.0})]
+    assert len(writer.writes) == 1
+    status = writer.writes[0][2]
+    assert (status["phase"], status["canaryWeight"], status["currentStepIndex"]) == ("Progressing", 10.0, 1)
+    assert events.reasons == ["Progressing", "WeightSet"]
+    # Pre-flight read both versions once; the alias was read once before the write and once after.
+    assert aws.calls["GetFunctionConfiguration"] == 2
+    assert aws.calls["GetAlias"] == 2
+
+
+async def test_full_canary_and_a_quiet_look_that_writes_nothing(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter, clock: Clock
+) -> None:
+    read = stored(rollout(), writer)
+    events = Events()
+    await service.reconcile(REF, read(), events)
+    plan = await service.reconcile(REF, read(), events)  # the pause starts
+    assert plan.requeue_after == pytest.approx(60.0)
+    clock.now += timedelta(seconds=30)
+    writes_before = len(writer.writes)
+    plan = await service.reconcile(REF, read(), events)
+    assert plan.requeue_after == pytest.approx(30.0)
+    assert len(writer.writes) == writes_before + 1  # the message's time left changed
+    clock.now += timedelta(seconds=30)
+    plan = await service.reconcile(REF, read(), events)
+    assert [dict(w.routing) for w in aws.writes] == [{"2": 10.0}, {}]
+    assert aws.alias_state("checkout-api", "live").function_version == "2"  # type: ignore[union-attr]
+    assert read()["status"]["phase"] == "Healthy"
+    assert read()["status"]["canaryWeight"] == 100.0
+    count = len(writer.writes)
+    await service.reconcile(REF, read(), events)
+    assert len(writer.writes) == count  # nothing changed, nothing written
+    assert events.reasons[-2:] == ["StepCompleted", "Succeeded"]
+
+
+async def test_incompatible_versions_make_no_alias_write(
+    aws: FakeLambda, service: RolloutService, writer: RecordingStatusWriter
+) -> None:
+    aws.publish_version("checkout-api", role="arn:aws:iam::123456789012:role/other")  # 3
+    events = Events()
+    plan = await service.reconcile(REF, rollout("3"), events)
+    assert aws.writes == []
+    status = writer.writes[-1][2]
+    assert status["phase"] == "Degraded"
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "IncompatibleVersions")
+    assert "different execution roles" in status["message"]
+    assert plan.requeue_after == 5.0
+    assert [(e.type.value, e.reason.value) for e in events.posted] == [("Warning", "IncompatibleVersions")]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (rollout("9"), "VersionNotFound"),
+        (rollout(functionName="nope"), "FunctionNotFound"),
+    ],
+)
+async def test_missing_things_are_stalled_with_a_specific_reason(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter, body: dict[str, Any], reason: str
+) -> None:
+    await service.reconcile(REF, body, Events())
+    assert aws.writes == []
+    status = writer.writes[-1][2]
+    assert status["phase"] == "Degraded"
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Stalled"] == reason
+
+
+async def test_invalid_spec_is_degraded_and_not_retried_on_a_timer(
+    service: RolloutService, writer: RecordingStatusWriter
+) -> None:
+    body = rollout()
+    body["spec"]["strategy"] = {"preset": "AllAtOnce", "allAtOnce": {}}
+    plan = await service.reconcile(REF, body, Events())
+    assert plan.requeue_after is None
+    status = writer.writes[-1][2]
+    assert status["phase"] == "Degraded"
+    assert "exactly one of preset, canary, linear, allAtOnce" in status["message"]
+
+
+@pytest.mark.parametrize(
+    ("error", "phase"),
+    [(ThrottledError("Rate exceeded"), "Progressing"), (AccessDeniedError("not authorized"), "Degraded")],
+)
+async def test_aws_errors_become_status_and_backoff(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter, error: Exception, phase: str
+) -> None:
+    aws.fail_next("GetAlias", error)
+    read = stored(rollout(), writer)
+    first = await service.reconcile(REF, read(), Events())
+    assert aws.writes == []
+    assert writer.writes[-1][2]["phase"] == phase
+    aws.fail_next("GetAlias", error)
+    second = await service.reconcile(REF, read(), Events())
+    assert (first.requeue_after, second.requeue_after) == (5.0, 10.0)
+    recovered = await service.reconcile(REF, read(), Events())
+    assert recovered.status.retry_count == 0
+    assert [dict(w.routing) for w in aws.writes] == [{"2": 10.0}]
+
+
+async def test_an_alias_changed_between_read_and_write_is_a_conflict_not_a_write(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter
+) -> None:
+    original_get = aws.get_alias
+
+    async def get_then_someone_writes(target: Any) -> Any:
+        state = await original_get(target)
+        aws.set_alias_externally("checkout-api", "live", "1")  # new RevisionId behind our back
+        return state
+
+    aws.get_alias = get_then_someone_writes  # type: ignore[method-assign]
+    await service.reconcile(REF, rollout(), Events())
+    assert aws.writes == []
+    status = writer.writes[-1][2]
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Reconciling"] == "AliasConflict"
+
+
+async def test_finalize_mid_shift_restores_stable_and_leaves_finished_rollouts_alone(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter
+) -> None:
+    read = stored(rollout(), writer)
+    await service.reconcile(REF, read(), Events())
+    events = Events()
+    await service.finalize(REF, read(), events)
+    assert dict(aws.writes[-1].routing) == {}
+    assert aws.writes[-1].primary == "1"
+    assert events.reasons == ["RolledBack"]
+
+    count = len(aws.writes)
+    healthy = rollout("1") | {"status": {"phase": "Healthy", "stableVersion": "1", "canaryVersion": "1"}}
+    await service.finalize(REF, healthy, Events())
+    assert len(aws.writes) == count
+
+
+def test_status_merge_patch_removes_keys_the_new_status_lacks() -> None:
+    assert status_merge_patch({"phase": "Healthy"}, {"phase": "Paused", "pausedAt": "x"}) == {
+        "status": {"pausedAt": None, "phase": "Healthy"}
+    }
