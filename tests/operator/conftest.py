@@ -129,10 +129,10 @@ def rollout(name: str = "checkout", version: str = "2", **spec: Any) -> dict[str
     }
 
 
-async def eventually(condition: Callable[[], Any], *, timeout: float = 3600.0, step: float = 5.0) -> None:
-    """Poll a condition (sync or async) in loop time; fail after ``timeout`` loop seconds."""
+async def eventually(condition: Callable[[], Any], *, within: float = 3600.0, step: float = 5.0) -> None:
+    """Poll a condition (sync or async) in loop time; fail after ``within`` loop seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         result = condition()
         if asyncio.iscoroutine(result):

@@ -94,7 +94,9 @@ async def test_one_canary_step_writes_once_reads_back_and_writes_status_once(
     events = Events()
     plan = await service.reconcile(REF, rollout(), events)
     assert plan.requeue_after == 0.0
-    assert [(w.operation, w.primary, dict(w.routing)) for w in aws.writes] == [("UpdateAlias", "1", {"2": 10.0})]
+    assert [(w.operation, w.primary, dict(w.routing)) for w in aws.writes] == [
+        ("UpdateAlias", "1", {"2": 10.0})
+    ]
     assert len(writer.writes) == 1
     status = writer.writes[0][2]
     assert (status["phase"], status["canaryWeight"], status["currentStepIndex"]) == ("Progressing", 10.0, 1)

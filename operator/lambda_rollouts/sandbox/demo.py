@@ -86,9 +86,10 @@ async def run_demo(timeout_seconds: float = 50.0) -> int:
         def read_alias() -> dict[str, Any]:
             return dict(lambda_client.get_alias(FunctionName=seeded["function_name"], Name=seeded["alias"]))
 
+        initial = _describe_alias(await asyncio.to_thread(read_alias))
         print(
             f"Seeded function {seeded['function_name']}: versions {seeded['stable_version']} and "
-            f"{seeded['canary_version']}, alias {seeded['alias']} -> {_describe_alias(await asyncio.to_thread(read_alias))}"
+            f"{seeded['canary_version']}, alias {seeded['alias']} -> {initial}"
         )
         print("Applying examples/canary.yaml: setWeight 10, pause 5s, setWeight 50, pause 5s, promote\n")
         applied = time.monotonic()
@@ -105,12 +106,19 @@ async def run_demo(timeout_seconds: float = 50.0) -> int:
             line = (_describe_alias(alias), phase, status.get("message", ""))
             if line != shown:
                 elapsed = time.monotonic() - applied
-                print(f"  +{elapsed:5.1f}s  alias {seeded['alias']}: {line[0]:<20} {line[1]:<12} {line[2]}", flush=True)
+                print(
+                    f"  +{elapsed:5.1f}s  alias {seeded['alias']}: {line[0]:<20} {line[1]:<12} {line[2]}",
+                    flush=True,
+                )
                 if shown is None or line[0] != shown[0]:
                     timeline.append((elapsed, line[0]))
                 shown = line
             done = alias["FunctionVersion"] == seeded["canary_version"]
-            if phase == "Healthy" and done and not alias.get("RoutingConfig", {}).get("AdditionalVersionWeights"):
+            if (
+                phase == "Healthy"
+                and done
+                and not alias.get("RoutingConfig", {}).get("AdditionalVersionWeights")
+            ):
                 break
             await asyncio.sleep(0.2)
         else:
@@ -119,7 +127,8 @@ async def run_demo(timeout_seconds: float = 50.0) -> int:
 
         print("\nSummary")
         print(f"  traffic shifts seen: {' -> '.join(weights for _, weights in timeline)}")
-        print(f"  rollout time: {time.monotonic() - applied:.1f}s; demo wall time: {time.monotonic() - started:.1f}s")
+        rollout_time, wall_time = time.monotonic() - applied, time.monotonic() - started
+        print(f"  rollout time: {rollout_time:.1f}s; demo wall time: {wall_time:.1f}s")
         calls: dict[str, int] = {}
         for router in sandbox.routers:
             for operation, count in router.calls.items():
@@ -131,7 +140,15 @@ async def run_demo(timeout_seconds: float = 50.0) -> int:
             print("\n$ kubectl get lambdarollouts -o wide")
             shown_table = await asyncio.to_thread(
                 subprocess.run,
-                [kubectl, "--kubeconfig", str(sandbox.kubeconfig_path), "get", "lambdarollouts", "-o", "wide"],
+                [
+                    kubectl,
+                    "--kubeconfig",
+                    str(sandbox.kubeconfig_path),
+                    "get",
+                    "lambdarollouts",
+                    "-o",
+                    "wide",
+                ],
                 capture_output=True,
                 text=True,
                 check=False,

@@ -49,7 +49,9 @@ class SandboxHandle:
     operator_task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
 
-def operator_wiring(kube_url: str, aws_endpoint_url: str, region: str, routers: list[BotoAliasRouter]) -> Wiring:
+def operator_wiring(
+    kube_url: str, aws_endpoint_url: str, region: str, routers: list[BotoAliasRouter]
+) -> Wiring:
     """Wiring for an in-process operator that talks to the two emulators."""
     settings = Settings(default_region=region, aws_endpoint_url=aws_endpoint_url)
 
@@ -72,7 +74,9 @@ async def open_sandbox(
 ) -> AsyncIterator[SandboxHandle]:
     with contextlib.ExitStack() as cleanup:
         if workdir is None:
-            workdir = pathlib.Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="lambda-rollouts-")))
+            workdir = pathlib.Path(
+                cleanup.enter_context(tempfile.TemporaryDirectory(prefix="lambda-rollouts-"))
+            )
         moto = await asyncio.to_thread(MotoSandbox(port=aws_port).start)
         cleanup.callback(moto.stop)
         seeded = await asyncio.to_thread(seed_demo_function, moto.endpoint_url, region)
@@ -106,7 +110,8 @@ async def open_sandbox(
 async def serve_forever(*, kube_port: int = 0, aws_port: int = 0, run_operator: bool = True) -> None:
     workdir = pathlib.Path.cwd() / ".sandbox"
     workdir.mkdir(exist_ok=True)
-    logging.getLogger("kopf").setLevel(logging.WARNING)
+    for noisy in ("kopf", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     async with open_sandbox(
         workdir=workdir, kube_port=kube_port, aws_port=aws_port, run_operator=run_operator
     ) as sandbox:
@@ -124,4 +129,9 @@ async def serve_forever(*, kube_port: int = 0, aws_port: int = 0, run_operator: 
         if not run_operator:
             print("The operator is not running here: start it with `lambda-rollouts run`.")
         print("\nPress Ctrl-C to stop.", flush=True)
-        await asyncio.Event().wait()
+        if sandbox.operator_task is not None:
+            # Kopf takes over SIGINT/SIGTERM and ends the operator task on them: stop with it.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(sandbox.operator_task)
+        else:
+            await asyncio.Event().wait()
