@@ -57,17 +57,33 @@ def run(namespaces: tuple[str, ...], liveness: str | None, verbose: bool) -> Non
     if liveness:
         overrides["liveness_endpoint"] = liveness
     settings = Settings(**overrides)
-    registry = build_registry(Wiring(settings=settings))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            kopf.operator(
-                registry=registry,
-                clusterwide=not settings.namespaces,
-                namespaces=settings.namespaces,
-                standalone=True,
-                liveness_endpoint=settings.liveness_endpoint,
-            )
+    fatal: list[str] = []
+
+    async def operate() -> None:
+        stop = asyncio.Event()
+
+        def give_up(message: str) -> None:
+            fatal.append(message)
+            stop.set()
+
+        registry = build_registry(Wiring(settings=settings, on_fatal=give_up))
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=True,
+            liveness_endpoint=settings.liveness_endpoint,
+            stop_flag=stop,
         )
+
+    try:
+        asyncio.run(operate())
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        raise click.ClickException(fatal[0] if fatal else f"the operator stopped: {exc}") from exc
+    if fatal:
+        raise click.ClickException(fatal[0])
 
 
 @main.command()

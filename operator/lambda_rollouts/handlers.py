@@ -53,6 +53,8 @@ class Wiring:
     clock_factory: Callable[[], Clock] = LoopClock
     # None: log in like kubectl does (in-cluster service account, then the kubeconfig).
     connection: ApiConnection | None = None
+    # Told why when the operator cannot work at all (no credentials), so the caller can stop it.
+    on_fatal: Callable[[str], None] = lambda message: None
 
 
 class KopfEventSink:
@@ -159,9 +161,20 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         if wiring.connection is not None:
             return _to_connection_info(wiring.connection)
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-        if info is not None:
-            state.connection = _to_api_connection(info)
+        try:
+            info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            message = f"cannot read the Kubernetes credentials: {exc}"
+            wiring.on_fatal(message)
+            raise kopf.PermanentError(message) from exc
+        if info is None:
+            message = (
+                "no Kubernetes credentials: not running in a cluster, and no kubeconfig "
+                "(set KUBECONFIG or create ~/.kube/config)"
+            )
+            wiring.on_fatal(message)
+            raise kopf.PermanentError(message)
+        state.connection = _to_api_connection(info)
         return info
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
