@@ -628,12 +628,20 @@ def plan_failure(
 
     Transient errors keep the phase and say the operator is retrying; errors only a human can fix
     make the rollout Degraded with Stalled=True. Both are retried with a doubling backoff, except
-    a spec error, which only a spec change can fix.
+    a spec error, which only a spec change can fix. A transient error while checking a finished
+    rollout whose spec has not changed leaves it Healthy: nothing suggests the alias moved.
     """
     attempt = status.retry_count + 1
     delay = None if isinstance(error, SpecError) else backoff.delay(attempt)
     retry_note = f"; retrying in {format_duration(delay)}" if delay is not None else ""
     message = f"{error.message}{retry_note}"
+    unchanged = (
+        spec is not None
+        and spec.version == status.canary_version
+        and generation == status.observed_generation
+    )
+    if error.transient and status.phase == Phase.HEALTHY and unchanged:
+        return Plan(status.model_copy(update={"retry_count": attempt}), requeue_after=delay)
     if error.transient:
         phase = status.phase if status.phase in (Phase.PROGRESSING, Phase.PAUSED) else Phase.PROGRESSING
     else:

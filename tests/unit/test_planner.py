@@ -621,3 +621,18 @@ def test_condition_transition_time_is_kept_while_the_condition_holds() -> None:
 def test_plan_deletion(phase: str, observed: AliasState | None, expected: RouteTraffic | None) -> None:
     status = RolloutStatus(phase=phase, stable_version="41", canary_version="42")  # type: ignore[arg-type]
     assert planner.plan_deletion(status, observed) == expected
+
+
+def test_a_transient_error_while_checking_a_healthy_rollout_keeps_it_ready() -> None:
+    healthy = plan_verified(make_spec("42"), RolloutStatus(), alias("42")).status
+    result = planner.plan_failure(
+        healthy, ThrottledError("Rate exceeded"), spec=make_spec("42"), generation=1, now=T0, backoff=BACKOFF
+    )
+    assert result.status == healthy.model_copy(update={"retry_count": 1})
+    assert result.requeue_after == 5.0
+    assert result.events == ()
+    # A spec change is not a check of a finished rollout: the failure shows.
+    changed = planner.plan_failure(
+        healthy, ThrottledError("Rate exceeded"), spec=make_spec("43"), generation=2, now=T0, backoff=BACKOFF
+    )
+    assert changed.status.phase == "Progressing"
