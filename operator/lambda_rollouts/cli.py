@@ -79,9 +79,10 @@ def run(namespaces: tuple[str, ...], liveness: str | None, verbose: bool) -> Non
     try:
         asyncio.run(operate())
     except KeyboardInterrupt:
-        pass
+        return
     except Exception as exc:
-        raise click.ClickException(fatal[0] if fatal else f"the operator stopped: {exc}") from exc
+        # Kopf's own wording ("One or more handlers failed") is worse than the reason we were given.
+        fatal.append(f"the operator stopped: {exc}")
     if fatal:
         raise click.ClickException(fatal[0])
 

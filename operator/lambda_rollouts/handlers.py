@@ -164,16 +164,13 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
         try:
             info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            message = f"cannot read the Kubernetes credentials: {exc}"
-            wiring.on_fatal(message)
-            raise kopf.PermanentError(message) from exc
+            raise _login_failed(wiring, f"cannot read the Kubernetes credentials: {exc}") from exc
         if info is None:
-            message = (
+            raise _login_failed(
+                wiring,
                 "no Kubernetes credentials: not running in a cluster, and no kubeconfig "
-                "(set KUBECONFIG or create ~/.kube/config)"
+                "(set KUBECONFIG or create ~/.kube/config)",
             )
-            wiring.on_fatal(message)
-            raise kopf.PermanentError(message)
         state.connection = _to_api_connection(info)
         return info
 
@@ -214,6 +211,12 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
             raise kopf.TemporaryError(f"cannot release the alias yet: {exc.message}", delay=delay) from exc
 
     return registry
+
+
+def _login_failed(wiring: Wiring, message: str) -> kopf.PermanentError:
+    """Tell the caller the operator cannot work at all, and give Kopf the error to stop on."""
+    wiring.on_fatal(message)
+    return kopf.PermanentError(message)
 
 
 async def _set_when_stopped(stopped: kopf.DaemonStopped, stop: asyncio.Event) -> None:

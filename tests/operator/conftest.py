@@ -167,7 +167,9 @@ async def kube() -> AsyncIterator[EmulatorHandle]:
 
 @pytest.fixture
 async def api(kube: EmulatorHandle) -> AsyncIterator[Api]:
-    # No client timeouts: looptime would fire them while a real request is in flight.
+    # No client timeouts: looptime would fire them while a real request is in flight. No kept-alive
+    # connections either: after a fast-forwarded operator restart, a GET on a pooled connection was
+    # never answered (cause not found; the server's keep-alive expiry is the suspect).
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(
         kube.url, timeout=aiohttp.ClientTimeout(total=None), connector=connector

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.looptime
 def moto_router() -> Iterator[BotoAliasRouter]:
     with mock_aws(config={"lambda": {"use_docker": False}}):
         seed_demo_function(None, "us-east-1")
-        yield BotoAliasRouter(Settings(default_region="us-east-1"), session_factory=lambda: sandbox_session())
+        yield BotoAliasRouter(Settings(default_region="us-east-1"), session_factory=sandbox_session)
 
 
 async def test_canary_on_moto_reaches_healthy_with_the_calls_it_needs(
@@ -46,3 +46,6 @@ async def test_canary_on_moto_reaches_healthy_with_the_calls_it_needs(
     # Three weight changes; two versions described once for the pre-flight checks.
     assert moto_router.calls["UpdateAlias"] == 3
     assert moto_router.calls["GetFunctionConfiguration"] == 2
+    # GetAlias: one before the first write, a read-back after each write, one as each of the two
+    # pauses ends, and one drift check inside the 10-minute pause (the interval is 5 minutes).
+    assert moto_router.calls["GetAlias"] == 1 + 3 + 2 + 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import signal
+import subprocess
 import sys
 
 import yaml
@@ -54,6 +56,7 @@ async def test_kubectl_applies_the_example_and_watches_it_become_healthy(tmp_pat
         assert row.split()[:7] == ["checkout-api", "checkout-api", "live", "2", "2", "100", "Healthy"]
 
         code, out, err = await kubectl(config, "get", "lro", "-o", "wide")
+        assert code == 0, err
         assert out.splitlines()[0].split()[-2:] == ["STEP", "MESSAGE"]
 
         bad = (
@@ -67,3 +70,26 @@ async def test_kubectl_applies_the_example_and_watches_it_become_healthy(tmp_pat
         code, out, err = await kubectl(config, "apply", "--validate=false", "-f", str(bad_file))
         assert code != 0
         assert 'spec.version: Invalid value: "$LATEST"' in err
+
+
+def test_the_sandbox_command_prints_the_exports_and_stops_on_sigterm(tmp_path: pathlib.Path) -> None:
+    command = pathlib.Path(sys.executable).with_name("lambda-rollouts")
+    process = subprocess.Popen(
+        [str(command), "sandbox"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        exports = [line.split()[1].split("=")[0] for line in lines if line.startswith("export ")]
+        assert exports == ["KUBECONFIG", "AWS_ENDPOINT_URL"]
+        assert (tmp_path / ".sandbox" / "kubeconfig").exists()
+        # Kopf takes SIGTERM (what a process manager sends) for itself; the sandbox must stop too.
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) is not None
+    finally:
+        process.kill()
+        process.wait()

@@ -96,7 +96,7 @@ async def run_demo(timeout_seconds: float = 50.0) -> int:
         await _apply(session, sandbox)
 
         shown: tuple[str, str, str] | None = None
-        timeline: list[tuple[float, str]] = []
+        shifts: list[str] = []
         phase = ""
         alias: dict[str, Any] = {}
         while time.monotonic() - applied < timeout_seconds:
@@ -111,7 +111,7 @@ async def run_demo(timeout_seconds: float = 50.0) -> int:
                     flush=True,
                 )
                 if shown is None or line[0] != shown[0]:
-                    timeline.append((elapsed, line[0]))
+                    shifts.append(line[0])
                 shown = line
             done = alias["FunctionVersion"] == seeded["canary_version"]
             if (
@@ -126,7 +126,7 @@ async def run_demo(timeout_seconds: float = 50.0) -> int:
             return 1
 
         print("\nSummary")
-        print(f"  traffic shifts seen: {' -> '.join(weights for _, weights in timeline)}")
+        print(f"  traffic shifts seen: {' -> '.join(shifts)}")
         rollout_time, wall_time = time.monotonic() - applied, time.monotonic() - started
         print(f"  rollout time: {rollout_time:.1f}s; demo wall time: {wall_time:.1f}s")
         calls: dict[str, int] = {}

@@ -4,7 +4,8 @@ Contract:
 - ``open_sandbox()`` starts moto as a server on a loopback port, seeds the demo function
   (versions 1 and 2, alias ``live`` on 1), serves the Kubernetes API emulator with the project's
   CRD in the running event loop, writes a kubeconfig, and (unless told not to) runs the real
-  operator in-process against both. Everything stops when the context exits.
+  operator in-process against both, entering only once the operator is ready. Everything stops
+  when the context exits.
 - ``serve_forever()`` keeps a sandbox up until interrupted and prints the variables to export so
   that kubectl and ``lambda-rollouts run`` in another terminal reach it.
 - Nothing here reads the environment or touches the user's AWS credentials: the AWS emulator gets
@@ -94,10 +95,16 @@ async def open_sandbox(
             )
             if run_operator:
                 wiring = operator_wiring(kube.url, moto.endpoint_url, region, handle.routers)
-                registry = build_registry(wiring)
+                ready = asyncio.Event()
                 handle.operator_task = asyncio.create_task(
-                    kopf.operator(registry=registry, clusterwide=True, standalone=True)
+                    kopf.operator(
+                        registry=build_registry(wiring), clusterwide=True, standalone=True, ready_flag=ready
+                    )
                 )
+                # Hand the sandbox over only once the operator watches (and owns its signals).
+                waiter = asyncio.ensure_future(ready.wait())
+                await asyncio.wait([waiter, handle.operator_task], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
             try:
                 yield handle
             finally:
@@ -132,6 +139,6 @@ async def serve_forever(*, kube_port: int = 0, aws_port: int = 0, run_operator: 
         if sandbox.operator_task is not None:
             # Kopf takes over SIGINT/SIGTERM and ends the operator task on them: stop with it.
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(sandbox.operator_task)
+                await sandbox.operator_task
         else:
             await asyncio.Event().wait()
