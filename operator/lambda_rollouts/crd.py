@@ -4,9 +4,20 @@ Contract:
 - ``build_crd()`` returns the apiextensions.k8s.io/v1 CustomResourceDefinition as a plain dict:
   group ``lambda.rollouts.dev``, version ``v1alpha1`` (served, storage), kind ``LambdaRollout``,
   namespaced, with the status subresource, printer columns and a structural schema.
-- The schema admits exactly what ``model.RolloutSpec`` parses (same field names, patterns, bounds,
-  enums and one-of rules, the latter as CEL ``x-kubernetes-validations``), and declares every
-  field of ``model.RolloutStatus`` so that the API server never prunes status the operator writes.
+- The schema declares the fields of ``model.RolloutSpec`` with the same names, types, patterns,
+  bounds, enums, maxItems and required fields. Its one-of and cross-field rules are CEL
+  ``x-kubernetes-validations`` whose messages are the model's own words (a query's, computed with
+  ``messageExpression``, names the query as the model does): a strategy and a step each set exactly
+  one field, a hook names exactly one of functionName and url and a qualifier only with
+  functionName, a query has min or max and min <= max, throttles takes no maxRatioToStable, and
+  spec.analysis has at least one check. Metric and query names are unique per analysis through
+  ``x-kubernetes-list-type: map`` (the API server's "Duplicate value" error).
+- What the schema admits but the model still rejects, because it needs duration arithmetic or
+  merging: an analysis interval under 1s, a hook timeout of 0s or over 15m, and an analysis step
+  that has no checks while spec.analysis gives none to inherit. The operator reports those as
+  ``InvalidSpec``.
+- Every field of ``model.RolloutStatus`` is declared, nested ones included, so that the API server
+  never prunes status the operator writes.
 - ``render_crd_yaml()`` is the text of ``crds/lambdarollouts.yaml``; a test keeps the two equal.
   Regenerate the file with ``python -m lambda_rollouts.crd > crds/lambdarollouts.yaml``.
 """
@@ -18,17 +29,26 @@ from typing import Any, Final
 import yaml
 
 from lambda_rollouts.model import (
+    ALARM_NAME_MAX,
     ALIAS_PATTERN,
     DURATION_PATTERN,
     GROUP,
     KIND,
     PLURAL,
+    QUERY_NAME_PATTERN,
     REGION_PATTERN,
     ROLE_ARN_PATTERN,
+    STATISTIC_PATTERN,
+    URL_PATTERN,
     VERSION,
     VERSION_PATTERN,
+    BuiltinMetric,
+    HookPoint,
+    HookResult,
+    InconclusivePolicy,
     Phase,
     Preset,
+    Verdict,
 )
 
 SINGULAR: Final = "lambdarollout"
@@ -36,12 +56,48 @@ SHORT_NAMES: Final = ("lro",)
 CATEGORIES: Final = ("rollouts",)
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
+
+# ---------------------------------------------------------------------------------------------
+# CEL rules. Each message is the model's own wording, so kubectl and the operator's InvalidSpec
+# condition say the same thing.
+#
+# kube-apiserver refuses a CRD whose rules are estimated too expensive: a rule's cost times the
+# number of times its node can occur must stay under 10 million, and all rules together under 100
+# million. ``strategy.canary.steps`` has no maxItems (the model sets none), so a node below it
+# counts as occurring about a million times; the rules there are written with has() and ternaries
+# only, at a cost under 10 each. Uniqueness of metric and query names is a list-type map instead of
+# a quadratic CEL rule, which no budget would admit below an unbounded list.
+
 STRATEGY_RULE: Final = (
     "[has(self.preset), has(self.canary), has(self.linear), has(self.allAtOnce)].exists_one(x, x)"
 )
 STRATEGY_MESSAGE: Final = "strategy must set exactly one of preset, canary, linear, allAtOnce"
-STEP_RULE: Final = "has(self.setWeight) != has(self.pause)"
-STEP_MESSAGE: Final = "each step must set exactly one of setWeight, pause"
+STEP_RULE: Final = (
+    "has(self.setWeight) ? !has(self.pause) && !has(self.analysis) : has(self.pause) != has(self.analysis)"
+)
+STEP_MESSAGE: Final = "each step must set exactly one of setWeight, pause, analysis"
+ANALYSIS_RULE: Final = (
+    "!has(self.analysis)"
+    " || (has(self.analysis.alarms) && size(self.analysis.alarms) > 0)"
+    " || has(self.analysis.alarmPrefix)"
+    " || (has(self.analysis.metrics) && size(self.analysis.metrics) > 0)"
+    " || (has(self.analysis.queries) && size(self.analysis.queries) > 0)"
+)
+ANALYSIS_MESSAGE: Final = "analysis needs at least one of alarms, alarmPrefix, metrics, queries"
+HOOK_TARGET_RULE: Final = "has(self.functionName) != has(self.url)"
+HOOK_TARGET_MESSAGE: Final = "a hook sets exactly one of functionName, url"
+HOOK_QUALIFIER_RULE: Final = "!has(self.qualifier) || has(self.functionName)"
+HOOK_QUALIFIER_MESSAGE: Final = "qualifier applies to a functionName hook only"
+RATIO_RULE: Final = f"self.name != '{BuiltinMetric.THROTTLES.value}' || !has(self.maxRatioToStable)"
+RATIO_MESSAGE: Final = (
+    "maxRatioToStable does not apply to throttles: a count depends on each version's share of traffic"
+)
+QUERY_BOUND_RULE: Final = "has(self.min) || has(self.max)"
+QUERY_BOUND_MESSAGE: Final = "a query needs min, max or both"
+QUERY_BOUND_MESSAGE_EXPRESSION: Final = "'query ' + self.name + ' needs min, max or both'"
+QUERY_ORDER_RULE: Final = "!has(self.min) || !has(self.max) || self.min <= self.max"
+QUERY_ORDER_MESSAGE: Final = "a query's min is above its max"
+QUERY_ORDER_MESSAGE_EXPRESSION: Final = "'query ' + self.name + ': min is above max'"
 
 _HEADER: Final = (
     "# Generated by lambda_rollouts.crd: edit operator/lambda_rollouts/crd.py, then run\n"
@@ -57,16 +113,221 @@ def _integer(description: str, **constraints: Any) -> dict[str, Any]:
     return {"type": "integer", "description": description, **constraints}
 
 
+def _number(description: str, **constraints: Any) -> dict[str, Any]:
+    return {"type": "number", "description": description, **constraints}
+
+
+def _boolean(description: str) -> dict[str, Any]:
+    return {"type": "boolean", "description": description}
+
+
 def _duration(description: str) -> dict[str, Any]:
     return _string(
         description + " A Go-style duration such as 30s, 5m, 1h30m or 1.5h.", pattern=DURATION_PATTERN
     )
 
 
+def _rule(rule: str, message: str, message_expression: str | None = None) -> dict[str, str]:
+    entry = {"rule": rule, "message": message}
+    if message_expression is not None:
+        # kube-apiserver shows the computed message and falls back to ``message`` if it fails.
+        entry["messageExpression"] = message_expression
+    return entry
+
+
+def _metric_check_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": (
+            "A built-in metric of the new version, read from AWS/Lambda with the dimensions "
+            "FunctionName, Resource=<function>:<alias> and ExecutedVersion=<version>."
+        ),
+        "required": ["name", "max"],
+        "properties": {
+            "name": _string(
+                "error-rate (percent of invocations that errored), throttles (a count over the "
+                "window), average-duration, p90-duration or p99-duration (milliseconds).",
+                enum=[metric.value for metric in BuiltinMetric],
+            ),
+            "max": _number("The highest passing value, in the metric's unit.", minimum=0),
+            "maxRatioToStable": _number(
+                "Also fail when the new version's value is more than this many times the stable "
+                "version's, measured the same way over the same window. Not for throttles.",
+                minimum=0,
+                exclusiveMinimum=True,
+            ),
+        },
+        "x-kubernetes-validations": [_rule(RATIO_RULE, RATIO_MESSAGE)],
+    }
+
+
+def _query_schema() -> dict[str, Any]:
+    dimension = {
+        "type": "object",
+        "description": "One CloudWatch dimension.",
+        "required": ["name", "value"],
+        "properties": {
+            "name": _string("The dimension's name.", minLength=1, maxLength=255),
+            "value": _string(
+                "The dimension's value. {{function}}, {{alias}}, {{version}} and {{stableVersion}} "
+                "are replaced with the function's name, the alias, the new version and the stable "
+                "version at each measurement.",
+                minLength=1,
+                maxLength=1024,
+            ),
+        },
+    }
+    metric_stat = {
+        "type": "object",
+        "description": "The CloudWatch metric and statistic to read, as in GetMetricData's MetricStat.",
+        "required": ["metric", "stat"],
+        "properties": {
+            "metric": {
+                "type": "object",
+                "description": "The metric, by namespace, name and dimensions.",
+                "required": ["namespace", "metricName"],
+                "properties": {
+                    "namespace": _string("The CloudWatch namespace.", minLength=1, maxLength=255),
+                    "metricName": _string("The metric's name.", minLength=1, maxLength=255),
+                    "dimensions": {
+                        "type": "array",
+                        "description": "The metric's dimensions.",
+                        "maxItems": 30,
+                        "items": dimension,
+                    },
+                },
+            },
+            "stat": _string(
+                "SampleCount, Average, Sum, Minimum, Maximum, or a percentile such as p99 or p99.9.",
+                pattern=STATISTIC_PATTERN,
+            ),
+            "unit": _string("The unit to ask CloudWatch for, e.g. Milliseconds or Count."),
+        },
+    }
+    return {
+        "type": "object",
+        "description": "A custom CloudWatch metric whose value over the window must lie within [min, max].",
+        "required": ["name", "metricStat"],
+        "properties": {
+            "name": _string(
+                "The check's name: a lowercase letter, then letters, digits and _.",
+                minLength=1,
+                maxLength=64,
+                pattern=QUERY_NAME_PATTERN,
+            ),
+            "metricStat": metric_stat,
+            "min": _number("The lowest passing value."),
+            "max": _number("The highest passing value."),
+        },
+        "x-kubernetes-validations": [
+            _rule(QUERY_BOUND_RULE, QUERY_BOUND_MESSAGE, QUERY_BOUND_MESSAGE_EXPRESSION),
+            _rule(QUERY_ORDER_RULE, QUERY_ORDER_MESSAGE, QUERY_ORDER_MESSAGE_EXPRESSION),
+        ],
+    }
+
+
+def _analysis_schema(description: str) -> dict[str, Any]:
+    """An AnalysisSpec; which fields it needs depends on where it sits, so its rules live there."""
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "interval": _duration("Time between measurements; at least 1s. Defaults to 1m."),
+            "alarms": {
+                "type": "array",
+                "description": (
+                    "CloudWatch alarm names. ALARM fails a measurement, INSUFFICIENT_DATA makes it "
+                    "inconclusive, and an alarm that does not exist fails it."
+                ),
+                "maxItems": 100,
+                "items": _string("A CloudWatch alarm name.", minLength=1, maxLength=ALARM_NAME_MAX),
+            },
+            "alarmPrefix": _string(
+                "Check every CloudWatch alarm whose name starts with this prefix; finding none fails "
+                "a measurement.",
+                minLength=1,
+                maxLength=ALARM_NAME_MAX,
+            ),
+            "metrics": {
+                "type": "array",
+                "description": "Built-in per-version metrics and their bounds; each name at most once.",
+                "items": _metric_check_schema(),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+            "queries": {
+                "type": "array",
+                "description": "Custom CloudWatch metrics and their bounds; each name at most once.",
+                "maxItems": 100,
+                "items": _query_schema(),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+            "minInvocations": _integer(
+                "Fewer invocations of the new version than this in a window make the metric checks "
+                "inconclusive, never successful. Defaults to 1.",
+                minimum=1,
+            ),
+            "failureLimit": _integer(
+                "Failed measurements tolerated; one more rolls the new version back. Defaults to 0.",
+                minimum=0,
+            ),
+            "consecutiveSuccessLimit": _integer(
+                "Successful measurements in a row that pass a blocking analysis step. Defaults to 1.",
+                minimum=1,
+            ),
+            "errorLimit": _integer(
+                "Measurements in a row that may fail to read their data before the analysis counts "
+                "as inconclusive. Defaults to 4.",
+                minimum=0,
+            ),
+            "onInconclusive": _string(
+                "What an inconclusive measurement does: Pause holds the rollout and keeps measuring "
+                "until a conclusive success (the default), Fail counts it as a failure, Continue goes "
+                "on as if it had passed.",
+                enum=[policy.value for policy in InconclusivePolicy],
+            ),
+        },
+    }
+
+
+def _hook_schema(description: str, *, confirm: bool = False) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "functionName": _string(
+            "A Lambda function to invoke synchronously: a name, a partial ARN or a full ARN.",
+            minLength=1,
+            maxLength=170,
+        ),
+        "qualifier": _string(
+            "The version or alias of functionName to invoke; unqualified by default.",
+            minLength=1,
+            maxLength=128,
+        ),
+        "url": _string(
+            "An http(s) endpoint to POST the JSON payload to.", maxLength=2048, pattern=URL_PATTERN
+        ),
+        "timeout": _duration("How long one attempt may take; more than 0s, at most 15m. Defaults to 30s."),
+        "retries": _integer("Attempts after a failed one. Defaults to 2.", minimum=0, maximum=10),
+    }
+    if confirm:
+        properties["interval"] = _duration(
+            "Time between asking again while the answer is not yet. Defaults to 30s."
+        )
+    return {
+        "type": "object",
+        "description": description + " Exactly one of functionName and url.",
+        "properties": properties,
+        "x-kubernetes-validations": [
+            _rule(HOOK_TARGET_RULE, HOOK_TARGET_MESSAGE),
+            _rule(HOOK_QUALIFIER_RULE, HOOK_QUALIFIER_MESSAGE),
+        ],
+    }
+
+
 def _spec_schema() -> dict[str, Any]:
     step = {
         "type": "object",
-        "description": "One step of the canary: set a weight, or pause.",
+        "description": "One step of the canary: set a weight, pause, or run a blocking analysis.",
         "properties": {
             "setWeight": _integer(
                 "Percent of the alias's traffic to send to the new version.", minimum=0, maximum=100
@@ -76,8 +337,13 @@ def _spec_schema() -> dict[str, Any]:
                 "description": "Hold the current weight. Without a duration, wait until promoted.",
                 "properties": {"duration": _duration("How long to hold.")},
             },
+            "analysis": _analysis_schema(
+                "Hold the current weight and measure until consecutiveSuccessLimit measurements pass "
+                "(go on) or more than failureLimit fail (roll back). Unset fields are taken from "
+                "spec.analysis; with no checks of its own, it needs spec.analysis to have some."
+            ),
         },
-        "x-kubernetes-validations": [{"rule": STEP_RULE, "message": STEP_MESSAGE}],
+        "x-kubernetes-validations": [_rule(STEP_RULE, STEP_MESSAGE)],
     }
     strategy = {
         "type": "object",
@@ -107,7 +373,22 @@ def _spec_schema() -> dict[str, Any]:
                 "description": "Move all traffic at once (an empty object).",
             },
         },
-        "x-kubernetes-validations": [{"rule": STRATEGY_RULE, "message": STRATEGY_MESSAGE}],
+        "x-kubernetes-validations": [_rule(STRATEGY_RULE, STRATEGY_MESSAGE)],
+    }
+    hooks = {
+        "type": "object",
+        "description": (
+            "Lambda functions or HTTP endpoints asked whether the rollout may go on; a failed hook "
+            "rolls the new version back."
+        ),
+        "properties": {
+            "beforeAllowTraffic": _hook_schema("Called before any traffic reaches the new version."),
+            "afterAllowTraffic": _hook_schema("Called once the new version serves all traffic."),
+            "confirmPromotion": _hook_schema(
+                "Asked before full promotion, and again every interval while it answers not yet.",
+                confirm=True,
+            ),
+        },
     }
     return {
         "type": "object",
@@ -131,10 +412,58 @@ def _spec_schema() -> dict[str, Any]:
             "region": _string("The AWS region; defaults to the operator's.", pattern=REGION_PATTERN),
             "roleArn": _string("An IAM role to assume for this rollout.", pattern=ROLE_ARN_PATTERN),
             "strategy": strategy,
+            "analysis": _analysis_schema(
+                "Checks of the new version, measured every interval while traffic is split; more "
+                "than failureLimit failed measurements roll it back. Analysis steps inherit its "
+                "fields."
+            ),
+            "hooks": hooks,
             "progressDeadlineSeconds": _integer(
                 "Fail the rollout when it makes no progress for this long.", minimum=1
             ),
-            "paused": {"type": "boolean", "description": "Hold the rollout where it is."},
+            "paused": _boolean("Hold the rollout where it is."),
+        },
+        "x-kubernetes-validations": [_rule(ANALYSIS_RULE, ANALYSIS_MESSAGE)],
+    }
+
+
+def _analysis_status_schema(description: str) -> dict[str, Any]:
+    verdicts = [verdict.value for verdict in Verdict]
+    result = {
+        "type": "object",
+        "description": "One check of the latest measurement.",
+        "required": ["name", "verdict"],
+        "properties": {
+            "name": _string("The alarm, metric or query checked."),
+            "verdict": _string("The check's outcome.", enum=verdicts),
+            "value": _number("The value measured, when there is one."),
+            "message": _string("What was measured against what bound."),
+        },
+    }
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["startedAt", "nextMeasurementAt"],
+        "properties": {
+            "stepIndex": _integer("The analysis step's index; absent for the background analysis."),
+            "startedAt": _string("When the analysis started (RFC 3339)."),
+            "nextMeasurementAt": _string("When the next measurement is due (RFC 3339)."),
+            "measurements": _integer("Measurements taken."),
+            "successes": _integer("Successful measurements."),
+            "failures": _integer("Failed measurements."),
+            "inconclusives": _integer("Inconclusive measurements."),
+            "errors": _integer("Measurements that could not read their data."),
+            "consecutiveSuccesses": _integer("Successful measurements in a row."),
+            "consecutiveErrors": _integer("Measurements in a row that could not read their data."),
+            "holding": _boolean("An inconclusive measurement holds the rollout (onInconclusive: Pause)."),
+            "lastVerdict": _string("The latest measurement's outcome.", enum=verdicts),
+            "lastMeasuredAt": _string("When the latest measurement was taken (RFC 3339)."),
+            "lastMessage": _string("The latest measurement's explanation."),
+            "results": {
+                "type": "array",
+                "description": "The checks of the latest measurement.",
+                "items": result,
+            },
         },
     }
 
@@ -152,6 +481,20 @@ def _status_schema() -> dict[str, Any]:
             "observedGeneration": _integer("The metadata.generation the condition was set from."),
         },
     }
+    hook = {
+        "type": "object",
+        "description": "The latest outcome of one hook point for the new version.",
+        "required": ["point", "version", "result", "at"],
+        "properties": {
+            "point": _string("The hook point.", enum=[point.value for point in HookPoint]),
+            "version": _string("The new version the hook was called for."),
+            "result": _string("The hook's outcome.", enum=[result.value for result in HookResult]),
+            "attempts": _integer("Attempts made."),
+            "message": _string("What the hook answered, or why it failed."),
+            "at": _string("When the outcome was recorded (RFC 3339)."),
+            "nextAttemptAt": _string("When a waiting confirmPromotion is asked again (RFC 3339)."),
+        },
+    }
     return {
         "type": "object",
         "description": "Where the rollout stands; written whole by the operator.",
@@ -160,10 +503,7 @@ def _status_schema() -> dict[str, Any]:
             "phase": _string("The rollout's phase.", enum=[phase.value for phase in Phase]),
             "stableVersion": _string("The version the alias served before this rollout."),
             "canaryVersion": _string("The version being rolled out."),
-            "canaryWeight": {
-                "type": "number",
-                "description": "Percent of traffic on the new version, as read back from the alias.",
-            },
+            "canaryWeight": _number("Percent of traffic on the new version, as read back from the alias."),
             "currentStepIndex": _integer("Index of the current step."),
             "stepCount": _integer("Number of steps before full promotion."),
             "retryCount": _integer("Consecutive failed reconciles."),
@@ -171,6 +511,22 @@ def _status_schema() -> dict[str, Any]:
             "stepStartedAt": _string("When the current step started (RFC 3339)."),
             "pausedAt": _string("When spec.paused took hold (RFC 3339)."),
             "verifiedPair": _string("Versions that passed the pre-flight checks, as stable->canary."),
+            "lastProgressAt": _string(
+                "When the rollout last moved forward; progressDeadlineSeconds counts from it (RFC 3339)."
+            ),
+            "abortedAt": _string(
+                "When this attempt was rolled back by an analysis, a hook or the progress deadline; "
+                "it stays rolled back until spec.version changes (RFC 3339)."
+            ),
+            "analysis": _analysis_status_schema("The background analysis (spec.analysis)."),
+            "stepAnalysis": _analysis_status_schema("The current analysis step's analysis."),
+            "hooks": {
+                "type": "array",
+                "description": "The latest outcome of each hook point for the new version.",
+                "items": hook,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["point"],
+            },
             "conditions": {
                 "type": "array",
                 "description": "kstatus-compatible conditions: Ready, Reconciling, Stalled.",

@@ -61,6 +61,13 @@ class AccessDeniedError(AwsError):
     transient = False
 
 
+class AlarmNotFoundError(AwsError):
+    """An analysis names a CloudWatch alarm that does not exist: it could never fail, so never pass."""
+
+    reason = "AlarmNotFound"
+    transient = False
+
+
 class AliasConflictError(AwsError):
     """The alias changed since it was read (RevisionId mismatch) or an update is in progress."""
 

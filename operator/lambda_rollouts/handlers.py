@@ -21,26 +21,38 @@ import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from lambda_rollouts.aws.router import AliasRouter
 from lambda_rollouts.errors import LambdaRolloutsError
+from lambda_rollouts.hooks import HookDispatcher
 from lambda_rollouts.kube import ApiConnection, HttpStatusWriter, StatusWriter
 from lambda_rollouts.model import GROUP, PLURAL, VERSION
 from lambda_rollouts.planner import Event
-from lambda_rollouts.reconcile import Clock, LoopClock, RolloutRef, RolloutService
+from lambda_rollouts.reconcile import Backends, Clock, LoopClock, RolloutRef, RolloutService
 from lambda_rollouts.settings import Settings
+
+if TYPE_CHECKING:
+    from lambda_rollouts.aws.clients import SessionFactory
 
 FINALIZER = f"{GROUP}/finalizer"
 
 
-def _default_router(settings: Settings) -> AliasRouter:
+def default_backends(settings: Settings, session_factory: SessionFactory | None = None) -> Backends:
+    """The real AWS backends, sharing one client and credential cache."""
     from lambda_rollouts.aws.boto_router import BotoAliasRouter
+    from lambda_rollouts.aws.clients import AwsClients
+    from lambda_rollouts.aws.cloudwatch import BotoMetricProvider
+    from lambda_rollouts.aws.hook_invoker import LambdaHookInvoker
+    from lambda_rollouts.webhooks import WebhookInvoker
 
-    router: AliasRouter = BotoAliasRouter(settings)
-    return router
+    clients = AwsClients(settings, session_factory)
+    return Backends(
+        router=BotoAliasRouter(settings, clients=clients),
+        metrics=BotoMetricProvider(clients),
+        hooks=HookDispatcher(LambdaHookInvoker(clients), WebhookInvoker()),
+    )
 
 
 @dataclass
@@ -48,7 +60,7 @@ class Wiring:
     """What the operator talks to. Defaults are the real systems."""
 
     settings: Settings = field(default_factory=Settings)
-    router_factory: Callable[[Settings], AliasRouter] = _default_router
+    backends_factory: Callable[[Settings], Backends] = default_backends
     writer_factory: Callable[[ApiConnection], StatusWriter] = HttpStatusWriter
     clock_factory: Callable[[], Clock] = LoopClock
     # None: log in like kubectl does (in-cluster service account, then the kubeconfig).
@@ -124,9 +136,12 @@ class _OperatorState:
                 raise kopf.PermanentError("the operator has no Kubernetes connection to write status with")
             wiring = self.wiring
             self._writer = wiring.writer_factory(self.connection)
+            backends = wiring.backends_factory(wiring.settings)
             self._service = RolloutService(
                 settings=wiring.settings,
-                router=wiring.router_factory(wiring.settings),
+                router=backends.router,
+                metrics=backends.metrics,
+                hooks=backends.hooks,
                 writer=self._writer,
                 clock=wiring.clock_factory(),
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -75,6 +76,62 @@ class Reason(enum.StrEnum):
     INVALID_REQUEST = "InvalidRequest"
     # Deletion.
     DELETING = "Deleting"
+    # Analysis and hooks.
+    ANALYSIS_PASSED = "AnalysisPassed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    ANALYSIS_ERROR = "AnalysisError"
+    HOOK_SUCCEEDED = "HookSucceeded"
+    AWAITING_CONFIRMATION = "AwaitingConfirmation"
+    # Automatic rollback (Stalled=True; the rollout stays rolled back until spec.version changes).
+    ANALYSIS_FAILED = "AnalysisFailed"
+    HOOK_FAILED = "HookFailed"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    ALARM_NOT_FOUND = "AlarmNotFound"
+
+
+# Reasons that end an attempt with a rollback: the rollout holds until spec.version changes.
+ROLLBACK_REASONS: Final = frozenset(
+    {Reason.ANALYSIS_FAILED, Reason.HOOK_FAILED, Reason.PROGRESS_DEADLINE_EXCEEDED}
+)
+
+
+class Verdict(enum.StrEnum):
+    """The outcome of one measurement, or of one check within it."""
+
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+class InconclusivePolicy(enum.StrEnum):
+    """What an inconclusive measurement does to the rollout."""
+
+    PAUSE = "Pause"  # hold where it is, keep measuring; a conclusive success resumes it
+    FAIL = "Fail"  # count it as a failed measurement
+    CONTINUE = "Continue"  # go on as if it had passed (the status still records it)
+
+
+class BuiltinMetric(enum.StrEnum):
+    """Per-version metrics read from AWS/Lambda for the new version only."""
+
+    ERROR_RATE = "error-rate"  # percent of invocations that errored
+    THROTTLES = "throttles"  # throttled invocations in the window (a count)
+    AVERAGE_DURATION = "average-duration"  # milliseconds
+    P90_DURATION = "p90-duration"  # milliseconds
+    P99_DURATION = "p99-duration"  # milliseconds
+
+
+class HookPoint(enum.StrEnum):
+    BEFORE_ALLOW_TRAFFIC = "beforeAllowTraffic"
+    AFTER_ALLOW_TRAFFIC = "afterAllowTraffic"
+    CONFIRM_PROMOTION = "confirmPromotion"
+
+
+class HookResult(enum.StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    WAITING = "Waiting"
 
 
 class EventType(enum.StrEnum):
@@ -109,6 +166,22 @@ def format_duration(seconds: float) -> str:
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
 
 
+# Timestamps live in status as RFC 3339 UTC strings.
+
+
+def format_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Spec.
 
@@ -121,14 +194,201 @@ class PauseStep(_Model):
     duration: Duration | None = None
 
 
+QUERY_NAME_PATTERN: Final = r"^[a-z][a-zA-Z0-9_]*$"
+STATISTIC_PATTERN: Final = r"^(SampleCount|Average|Sum|Minimum|Maximum|p[0-9]{1,2}(\.[0-9]{1,2})?)$"
+# Placeholders a custom query's dimension values may use; filled in per measurement.
+QUERY_PLACEHOLDERS: Final = ("{{function}}", "{{alias}}", "{{version}}", "{{stableVersion}}")
+
+
+class MetricCheck(_Model):
+    """A built-in per-version metric and its bounds."""
+
+    name: BuiltinMetric
+    max: float = Field(ge=0)
+    # The new version may be at most this many times the stable version's value, measured the
+    # same way over the same window.
+    max_ratio_to_stable: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ratio_needs_a_rate(self) -> MetricCheck:
+        if self.name == BuiltinMetric.THROTTLES and self.max_ratio_to_stable is not None:
+            raise ValueError(
+                "maxRatioToStable does not apply to throttles: a count depends on each version's share "
+                "of traffic"
+            )
+        return self
+
+
+class MetricDimension(_Model):
+    name: str = Field(min_length=1, max_length=255)
+    value: str = Field(min_length=1, max_length=1024)
+
+
+class MetricIdentity(_Model):
+    namespace: str = Field(min_length=1, max_length=255)
+    metric_name: str = Field(min_length=1, max_length=255)
+    dimensions: list[MetricDimension] = Field(default_factory=list, max_length=30)
+
+
+class MetricStat(_Model):
+    metric: MetricIdentity
+    stat: str = Field(pattern=STATISTIC_PATTERN)
+    unit: str | None = None
+
+
+class QueryCheck(_Model):
+    """A custom CloudWatch metric; its value over the window must lie within [min, max]."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=QUERY_NAME_PATTERN)
+    metric_stat: MetricStat
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> QueryCheck:
+        if self.min is None and self.max is None:
+            raise ValueError(f"query {self.name} needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"query {self.name}: min is above max")
+        return self
+
+
+ALARM_NAME_MAX: Final = 255
+
+
+class AnalysisSpec(_Model):
+    """Health checks of the new version. Every field is optional in an analysis step, where an
+    unset field takes its value from ``spec.analysis``."""
+
+    interval: Duration | None = None
+    alarms: list[Annotated[str, Field(min_length=1, max_length=ALARM_NAME_MAX)]] | None = Field(
+        default=None, max_length=100
+    )
+    alarm_prefix: str | None = Field(default=None, min_length=1, max_length=ALARM_NAME_MAX)
+    metrics: list[MetricCheck] | None = None
+    queries: list[QueryCheck] | None = Field(default=None, max_length=100)
+    min_invocations: int | None = Field(default=None, ge=1)
+    failure_limit: int | None = Field(default=None, ge=0)
+    consecutive_success_limit: int | None = Field(default=None, ge=1)
+    error_limit: int | None = Field(default=None, ge=0)
+    on_inconclusive: InconclusivePolicy | None = None
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> AnalysisSpec:
+        metric_names = [check.name.value for check in self.metrics or []]
+        query_names = [check.name for check in self.queries or []]
+        for kind, names in (("metrics", metric_names), ("queries", query_names)):
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"{kind} names must be unique: {', '.join(repeated)} repeated")
+        if self.interval is not None and parse_duration(self.interval) < 1:
+            raise ValueError("interval must be at least 1s")
+        return self
+
+    def merged_over(self, base: AnalysisSpec | None) -> AnalysisSpec:
+        """This analysis with every unset field taken from ``base``."""
+        if base is None:
+            return self
+        own = {name: getattr(self, name) for name in self.model_fields_set}
+        return base.model_copy(update=own)
+
+    @property
+    def has_checks(self) -> bool:
+        return bool(self.alarms or self.alarm_prefix or self.metrics or self.queries)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """An ``AnalysisSpec`` with every default filled in; what the planner and the analysis use."""
+
+    interval_seconds: float
+    alarms: tuple[str, ...]
+    alarm_prefix: str | None
+    metrics: tuple[MetricCheck, ...]
+    queries: tuple[QueryCheck, ...]
+    min_invocations: int
+    failure_limit: int
+    consecutive_success_limit: int
+    error_limit: int
+    on_inconclusive: InconclusivePolicy
+
+    @classmethod
+    def of(cls, analysis: AnalysisSpec) -> AnalysisSettings:
+        return cls(
+            interval_seconds=parse_duration(analysis.interval or "1m"),
+            alarms=tuple(analysis.alarms or ()),
+            alarm_prefix=analysis.alarm_prefix,
+            metrics=tuple(analysis.metrics or ()),
+            queries=tuple(analysis.queries or ()),
+            min_invocations=analysis.min_invocations or 1,
+            failure_limit=analysis.failure_limit or 0,
+            consecutive_success_limit=analysis.consecutive_success_limit or 1,
+            error_limit=4 if analysis.error_limit is None else analysis.error_limit,
+            on_inconclusive=analysis.on_inconclusive or InconclusivePolicy.PAUSE,
+        )
+
+
+HOOK_TIMEOUT_MAX_SECONDS: Final = 900.0
+URL_PATTERN: Final = r"^https?://[^\s]+$"
+
+
+class Hook(_Model):
+    """A Lambda function invoked synchronously, or an HTTP endpoint called with a JSON POST."""
+
+    function_name: str | None = Field(default=None, min_length=1, max_length=170)
+    # The version or alias of the hook function to invoke; its unqualified ARN by default.
+    qualifier: str | None = Field(default=None, min_length=1, max_length=128)
+    url: str | None = Field(default=None, max_length=2048, pattern=URL_PATTERN)
+    timeout: Duration = "30s"
+    retries: int = Field(default=2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Hook:
+        if (self.function_name is None) == (self.url is None):
+            raise ValueError("a hook sets exactly one of functionName, url")
+        if self.qualifier is not None and self.function_name is None:
+            raise ValueError("qualifier applies to a functionName hook only")
+        if not 0 < parse_duration(self.timeout) <= HOOK_TIMEOUT_MAX_SECONDS:
+            raise ValueError("timeout must be more than 0s and at most 15m")
+        return self
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout)
+
+    def describe(self) -> str:
+        """Where the hook goes, without anything secret (no query string, no credentials)."""
+        if self.function_name is not None:
+            return f"function {self.function_name}" + (f":{self.qualifier}" if self.qualifier else "")
+        return f"webhook {redact_url(self.url or '')}"
+
+
+class ConfirmHook(Hook):
+    # How long to wait between asking again while the answer is "not yet".
+    interval: Duration = "30s"
+
+
+def redact_url(url: str) -> str:
+    """scheme://host/path of a URL: credentials and query strings never reach logs or status."""
+    match = re.match(r"^(https?://)(?:[^@/]*@)?([^/?#]*)([^?#]*)", url)
+    return "".join(match.groups()) if match else "<url>"
+
+
+class Hooks(_Model):
+    before_allow_traffic: Hook | None = None
+    after_allow_traffic: Hook | None = None
+    confirm_promotion: ConfirmHook | None = None
+
+
 class CanaryStep(_Model):
     set_weight: int | None = Field(default=None, ge=0, le=100)
     pause: PauseStep | None = None
+    analysis: AnalysisSpec | None = None
 
     @model_validator(mode="after")
     def _exactly_one_field(self) -> CanaryStep:
-        if len(self.model_fields_set & {"set_weight", "pause"}) != 1:
-            raise ValueError("each step must set exactly one of setWeight, pause")
+        if len(self.model_fields_set & {"set_weight", "pause", "analysis"}) != 1:
+            raise ValueError("each step must set exactly one of setWeight, pause, analysis")
         return self
 
 
@@ -201,8 +461,39 @@ class RolloutSpec(_Model):
     region: str | None = Field(default=None, pattern=REGION_PATTERN)
     role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
     strategy: Strategy
+    analysis: AnalysisSpec | None = None
+    hooks: Hooks | None = None
     progress_deadline_seconds: int | None = Field(default=None, ge=1)
     paused: bool = False
+
+    @model_validator(mode="after")
+    def _analysis_is_complete(self) -> RolloutSpec:
+        if self.analysis is not None and not self.analysis.has_checks:
+            raise ValueError("analysis needs at least one of alarms, alarmPrefix, metrics, queries")
+        canary = self.strategy.canary
+        for position, step in enumerate(canary.steps if canary else []):
+            if step.analysis is not None and not step.analysis.merged_over(self.analysis).has_checks:
+                raise ValueError(
+                    f"strategy.canary.steps[{position}].analysis has no checks and spec.analysis "
+                    "gives none to inherit"
+                )
+        return self
+
+    def steps(self) -> list[Step]:
+        """The normalised steps of this rollout (see ``expand_strategy``)."""
+        return expand_strategy(self.strategy, self.analysis)
+
+    def background_analysis(self) -> AnalysisSettings | None:
+        return AnalysisSettings.of(self.analysis) if self.analysis is not None else None
+
+    def hook(self, point: HookPoint) -> Hook | None:
+        if self.hooks is None:
+            return None
+        return {
+            HookPoint.BEFORE_ALLOW_TRAFFIC: self.hooks.before_allow_traffic,
+            HookPoint.AFTER_ALLOW_TRAFFIC: self.hooks.after_allow_traffic,
+            HookPoint.CONFIRM_PROMOTION: self.hooks.confirm_promotion,
+        }[point]
 
     @classmethod
     def parse(cls, raw: Any) -> RolloutSpec:
@@ -232,7 +523,14 @@ class Pause:
     seconds: float | None  # None: wait indefinitely
 
 
-Step = SetWeight | Pause
+@dataclass(frozen=True)
+class Analyze:
+    """A blocking analysis: the rollout waits for its verdict before the next step."""
+
+    analysis: AnalysisSettings
+
+
+Step = SetWeight | Pause | Analyze
 
 
 def _shift_steps(kind: str, weight: int, seconds: float) -> list[Step]:
@@ -246,7 +544,7 @@ def _shift_steps(kind: str, weight: int, seconds: float) -> list[Step]:
     return steps
 
 
-def expand_strategy(strategy: Strategy) -> list[Step]:
+def expand_strategy(strategy: Strategy, background: AnalysisSpec | None = None) -> list[Step]:
     """The steps before full promotion. Promotion (100% on the new version) follows the last one."""
     if strategy.preset is not None:
         kind, weight, minutes = _PRESET_SHAPES[strategy.preset]
@@ -261,6 +559,8 @@ def expand_strategy(strategy: Strategy) -> list[Step]:
             elif step.pause is not None:
                 duration = step.pause.duration
                 steps.append(Pause(parse_duration(duration) if duration is not None else None))
+            elif step.analysis is not None:
+                steps.append(Analyze(AnalysisSettings.of(step.analysis.merged_over(background))))
         return steps
     return []
 
@@ -268,6 +568,8 @@ def expand_strategy(strategy: Strategy) -> list[Step]:
 def describe_step(step: Step) -> str:
     if isinstance(step, SetWeight):
         return f"setWeight {step.weight}"
+    if isinstance(step, Analyze):
+        return "analysis"
     if step.seconds is None:
         return "pause until promoted"
     return f"pause {format_duration(step.seconds)}"
@@ -284,6 +586,54 @@ class Condition(_Model):
     message: str = ""
     last_transition_time: str
     observed_generation: int | None = None
+
+
+class CheckResult(_Model):
+    """One check of one measurement: what was measured against what bound."""
+
+    name: str
+    verdict: Verdict
+    value: float | None = None
+    message: str = ""
+
+
+class AnalysisStatus(_Model):
+    """The running tally of one analysis: the background one, or a blocking step's."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    # None for the background analysis; the step's index for a blocking analysis step.
+    step_index: int | None = None
+    started_at: str
+    next_measurement_at: str
+    measurements: int = 0
+    successes: int = 0
+    failures: int = 0
+    inconclusives: int = 0
+    errors: int = 0
+    consecutive_successes: int = 0
+    consecutive_errors: int = 0
+    # Set while an inconclusive measurement holds the rollout (onInconclusive: Pause).
+    holding: bool = False
+    last_verdict: Verdict | None = None
+    last_measured_at: str | None = None
+    last_message: str | None = None
+    results: list[CheckResult] = Field(default_factory=list)
+
+
+class HookStatus(_Model):
+    """The latest outcome of one hook point for the current new version."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    point: HookPoint
+    version: str
+    result: HookResult
+    attempts: int = 0
+    message: str = ""
+    at: str
+    # When a waiting gate (confirmPromotion) is asked again.
+    next_attempt_at: str | None = None
 
 
 class RolloutStatus(_Model):
@@ -307,6 +657,14 @@ class RolloutStatus(_Model):
     verified_pair: str | None = None
     # Consecutive failed reconciles, for the retry backoff.
     retry_count: int = 0
+    # The last time the rollout moved forward; progressDeadlineSeconds counts from it.
+    last_progress_at: str | None = None
+    # Set when this attempt was rolled back (analysis, hook, deadline); it holds until
+    # spec.version changes.
+    aborted_at: str | None = None
+    analysis: AnalysisStatus | None = None
+    step_analysis: AnalysisStatus | None = None
+    hooks: list[HookStatus] | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
     @classmethod

@@ -44,3 +44,5 @@ class VersionInfo:
     role: str
     dead_letter_target_arn: str | None = None
     code_sha256: str = ""
+    # The version's qualified ARN (arn:aws:lambda:<region>:<account>:function:<name>:<version>).
+    function_arn: str = ""

@@ -18,9 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
+from lambda_rollouts.analysis import (
+    MeasureRequest,
+    Outcome,
+    Readings,
+    Subject,
+    Tally,
+    assess,
+    build_request,
+    record,
+    start_run,
+)
 from lambda_rollouts.errors import (
     IncompatibleVersionsError,
     LambdaRolloutsError,
@@ -28,9 +39,17 @@ from lambda_rollouts.errors import (
     VersionNotActiveError,
 )
 from lambda_rollouts.model import (
+    AnalysisSettings,
+    AnalysisStatus,
+    Analyze,
     Condition,
     ConditionType,
+    ConfirmHook,
     EventType,
+    Hook,
+    HookPoint,
+    HookResult,
+    HookStatus,
     Pause,
     Phase,
     Reason,
@@ -38,9 +57,12 @@ from lambda_rollouts.model import (
     RolloutStatus,
     SetWeight,
     Step,
+    Verdict,
     describe_step,
-    expand_strategy,
     format_duration,
+    format_time,
+    parse_duration,
+    parse_time,
 )
 from lambda_rollouts.observed import AliasState, VersionInfo
 
@@ -82,12 +104,51 @@ class Event:
 
 @dataclass(frozen=True)
 class VerifyVersions:
+    """Pre-flight: both versions can share the alias, and every alarm the analysis names exists."""
+
     stable: str
     canary: str
+    alarm_names: tuple[str, ...] = ()
+    alarm_prefixes: tuple[str, ...] = ()
 
     @property
     def pair(self) -> str:
         return verified_pair_key(self.stable, self.canary)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Read the metrics and alarms of ``request``, then plan again with the ``Readings``."""
+
+    request: MeasureRequest
+    analysis: AnalysisSettings
+
+
+@dataclass(frozen=True)
+class RunHook:
+    """Invoke ``hook`` at ``point`` for the rollout of ``canary`` over ``stable``, then plan again."""
+
+    point: HookPoint
+    hook: Hook
+    stable: str
+    canary: str
+
+
+@dataclass(frozen=True)
+class HookAnswer:
+    point: HookPoint
+    succeeded: bool
+    message: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What the caller found out for the planner's questions during this pass."""
+
+    verified: str | None = None
+    readings: Readings | None = None
+    hook: HookAnswer | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +158,10 @@ class Plan:
     # Seconds until the rollout must be looked at again; None: nothing is due (drift checks only).
     requeue_after: float | None = None
     events: tuple[Event, ...] = ()
-    # When set, nothing else in the plan counts: verify these versions, then plan again.
+    # When one of these is set, nothing else in the plan counts: find out, then plan again.
     verify: VerifyVersions | None = None
+    measure: Measure | None = None
+    run_hook: RunHook | None = None
 
 
 @dataclass(frozen=True)
@@ -113,23 +176,6 @@ class Backoff:
 
 def verified_pair_key(stable: str, canary: str) -> str:
     return f"{stable}->{canary}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Time helpers: timestamps live in status as RFC 3339 UTC strings.
-
-
-def format_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +274,11 @@ def _finish(
     paused_at: datetime | None = None,
     verified_pair: str | None = None,
     retry_count: int = 0,
+    last_progress_at: datetime | None = None,
+    aborted_at: datetime | None = None,
+    analysis: AnalysisStatus | None = None,
+    step_analysis: AnalysisStatus | None = None,
+    hooks: Sequence[HookStatus] = (),
 ) -> RolloutStatus:
     return RolloutStatus(
         observed_generation=generation,
@@ -242,6 +293,11 @@ def _finish(
         paused_at=format_time(paused_at) if paused_at else None,
         verified_pair=verified_pair,
         retry_count=retry_count,
+        last_progress_at=format_time(last_progress_at) if last_progress_at else None,
+        aborted_at=format_time(aborted_at) if aborted_at else None,
+        analysis=analysis,
+        step_analysis=step_analysis,
+        hooks=list(hooks) or None,
         conditions=build_conditions(
             previous.conditions, phase=phase, reason=reason, message=message, generation=generation, now=now
         ),
@@ -261,6 +317,7 @@ class _Context:
     now: datetime
     steps: list[Step]
     verified: str | None
+    answers: Answers = field(default_factory=Answers)
     events: list[Event] = field(default_factory=list)
 
     def event(self, reason: Reason, message: str, kind: EventType = EventType.NORMAL) -> None:
@@ -315,16 +372,20 @@ def plan(
     generation: int | None,
     now: datetime,
     verified: str | None = None,
+    answers: Answers | None = None,
 ) -> Plan:
     """Decide the next move of one rollout. See the module docstring for the contract."""
-    steps = expand_strategy(spec.strategy)
+    answers = answers or Answers(verified=verified)
+    steps = spec.steps()
     desired = spec.version
-    verified = verified or status.verified_pair
+    verified = answers.verified or verified or status.verified_pair
 
     if alias is None:
         return _plan_first_deployment(spec, status, steps, generation=generation, now=now, verified=verified)
 
-    context = _Context(spec, status, alias, generation, now, steps, verified)
+    context = _Context(spec, status, alias, generation, now, steps, verified, answers)
+    if _rolled_back(status, desired):
+        return _plan_hold_rolled_back(context)
     stable, canary = _derive_pair(status, alias)
     canary_weight = alias.percent_on(canary) if canary else 0.0
 
@@ -336,6 +397,65 @@ def plan(
     if canary is not None and (canary_weight > 0 or alias.function_version != stable):
         return _plan_restore_stable(context, stable, canary)
     return _plan_progress(context, alias.function_version, desired, 0.0)
+
+
+def _rolled_back(status: RolloutStatus, desired: str) -> bool:
+    """This attempt at ``desired`` was rolled back: it holds until spec.version changes."""
+    return (
+        status.phase == Phase.DEGRADED
+        and status.aborted_at is not None
+        and status.canary_version == desired
+        and bool(status.stable_version)
+        and status.stable_version != desired
+    )
+
+
+def _plan_hold_rolled_back(context: _Context) -> Plan:
+    """Keep a rolled-back rollout on its stable version; never re-attempt on its own."""
+    previous, alias = context.previous, context.alias
+    stable, canary = previous.stable_version or "", previous.canary_version or ""
+    served = {alias.function_version, *alias.routing}
+    reason = _condition_reason(previous, ConditionType.STALLED) or Reason.ANALYSIS_FAILED
+    message = previous.message or f"rolled back to version {stable}"
+    action = None
+    if served != {stable} and served <= {stable, canary}:
+        # The rollback write did not happen yet (it failed, or a deadline passed during an outage).
+        action = RouteTraffic(stable, None, 0.0, alias.revision_id)
+        context.event(
+            Reason(reason), f"sending all traffic back to version {stable}: {message}", EventType.WARNING
+        )
+    status = previous.model_copy(
+        update={
+            "observed_generation": context.generation,
+            "canary_weight": 0.0 if action is not None else previous.canary_weight,
+            "retry_count": 0,
+            "conditions": build_conditions(
+                previous.conditions,
+                phase=Phase.DEGRADED,
+                reason=reason,
+                message=message,
+                generation=context.generation,
+                now=context.now,
+            ),
+        }
+    )
+    return Plan(status, action=action, events=tuple(context.events))
+
+
+def _verify_request(spec: RolloutSpec, stable: str, canary: str) -> VerifyVersions:
+    analyses = [
+        spec.background_analysis(),
+        *(step.analysis for step in spec.steps() if isinstance(step, Analyze)),
+    ]
+    names: list[str] = []
+    prefixes: list[str] = []
+    for analysis in analyses:
+        if analysis is None:
+            continue
+        names += [name for name in analysis.alarms if name not in names]
+        if analysis.alarm_prefix and analysis.alarm_prefix not in prefixes:
+            prefixes.append(analysis.alarm_prefix)
+    return VerifyVersions(stable, canary, tuple(names), tuple(prefixes))
 
 
 def _plan_first_deployment(
@@ -386,7 +506,10 @@ def _plan_first_deployment(
     )
 
 
-def _healthy(context: _Context, version: str, reason: Reason, message: str) -> RolloutStatus:
+def _healthy(
+    context: _Context, version: str, reason: Reason, message: str, work: _Work | None = None
+) -> RolloutStatus:
+    """All traffic on ``version``. A finished rollout keeps its last analysis and hook results."""
     return _finish(
         context.previous,
         generation=context.generation,
@@ -401,6 +524,9 @@ def _healthy(context: _Context, version: str, reason: Reason, message: str) -> R
         step_count=len(context.steps),
         step_started_at=None,
         verified_pair=context.verified,
+        analysis=work.background if work else None,
+        step_analysis=work.step_run if work else None,
+        hooks=[work.hooks[point] for point in HookPoint if point in work.hooks] if work else (),
     )
 
 
@@ -434,9 +560,9 @@ def _plan_on_stable(context: _Context, stable: str, canary: str | None) -> Plan:
     return Plan(_healthy(context, stable, Reason.ADOPTED, message), events=tuple(context.events))
 
 
-def _condition_reason(status: RolloutStatus) -> str | None:
+def _condition_reason(status: RolloutStatus, kind: ConditionType = ConditionType.READY) -> str | None:
     for condition in status.conditions:
-        if condition.type == ConditionType.READY:
+        if condition.type == kind:
             return condition.reason if condition.reason in Reason._value2member_map_ else None
     return None
 
@@ -476,7 +602,7 @@ def _plan_progress(context: _Context, stable: str, canary: str, weight: float) -
     previous, steps, now = context.previous, context.steps, context.now
     pair = verified_pair_key(stable, canary)
     if context.verified != pair:
-        return Plan(previous, verify=VerifyVersions(stable, canary))
+        return Plan(previous, verify=_verify_request(context.spec, stable, canary))
 
     consistent = (
         previous.canary_version == canary
@@ -485,122 +611,463 @@ def _plan_progress(context: _Context, stable: str, canary: str, weight: float) -
         and _weights_equal(previous.canary_weight, weight)
         and previous.phase in (Phase.PROGRESSING, Phase.PAUSED)
     )
+    work = _Work(context=context, stable=stable, canary=canary, weight=weight, pair=pair)
     if consistent:
         assert previous.current_step_index is not None
-        index = min(previous.current_step_index, len(steps))
-        started = parse_time(previous.step_started_at) or now
-        paused_at = parse_time(previous.paused_at)
+        work.index = min(previous.current_step_index, len(steps))
+        work.started = parse_time(previous.step_started_at) or now
+        work.paused_at = parse_time(previous.paused_at)
+        work.last_progress = parse_time(previous.last_progress_at) or work.started
+        work.background = previous.analysis
+        work.step_run = previous.step_analysis
+        work.hooks = {hook.point: hook for hook in previous.hooks or [] if hook.version == canary}
     elif previous.canary_version == canary and previous.phase == Phase.DEGRADED and weight == 0:
         # A failed attempt at this same version (e.g. the pre-flight checks) starts over.
-        index, started, paused_at = 0, now, None
+        pass
     else:
-        index = resume_index(steps, weight) if weight > 0 else 0
-        started, paused_at = now, None
+        work.index = resume_index(steps, weight) if weight > 0 else 0
         if weight > 0:
             context.event(
                 Reason.PROGRESSING,
                 f"found {weight:g}% of traffic on version {canary}; continuing at "
-                f"{_step_label(index, steps) if index < len(steps) else 'promotion'}",
+                f"{_step_label(work.index, steps) if work.index < len(steps) else 'promotion'}",
             )
         else:
             context.event(Reason.PROGRESSING, f"rolling out version {canary} over version {stable}")
 
     if context.spec.paused:
-        held_since = paused_at or now
-        where = _step_label(index, steps) if index < len(steps) else "promotion"
+        held_since = work.paused_at or now
+        where = _step_label(work.index, steps) if work.index < len(steps) else "promotion"
         message = f"paused by spec.paused at {where} with {weight:g}% on version {canary}"
-        if paused_at is None:
+        if work.paused_at is None:
             context.event(Reason.PAUSED_BY_SPEC, message)
-        new_status = _finish(
-            previous,
-            generation=context.generation,
-            now=now,
-            phase=Phase.PAUSED,
-            reason=Reason.PAUSED_BY_SPEC,
-            message=message,
-            stable=stable,
-            canary=canary,
-            weight=weight,
-            index=index,
-            step_count=len(steps),
-            step_started_at=started,
-            paused_at=held_since,
-            verified_pair=pair,
-        )
-        return Plan(new_status, events=tuple(context.events))
-    if paused_at is not None:
-        # The time held by spec.paused does not count toward a timed pause.
-        started = started + (now - paused_at)
-        context.event(Reason.RESUMED, f"resumed at {_step_label(index, steps)}")
+        work.paused_at = held_since
+        return work.plan(work.status(message, Reason.PAUSED_BY_SPEC, phase=Phase.PAUSED))
+    if work.paused_at is not None:
+        # The time held by spec.paused counts neither toward a timed pause nor toward the deadline.
+        work.started = work.started + (now - work.paused_at)
+        work.last_progress = now
+        work.paused_at = None
+        context.event(Reason.RESUMED, f"resumed at {_step_label(work.index, steps)}")
+    return work.advance()
 
-    def progressing(
-        message: str, reason: Reason, *, weight_now: float, position: int, phase: Phase = Phase.PROGRESSING
+
+@dataclass
+class _Work:
+    """One pass of ``_plan_progress``: the state it carries forward and the decisions it makes."""
+
+    context: _Context
+    stable: str
+    canary: str
+    weight: float
+    pair: str
+    index: int = 0
+    started: datetime = field(init=False)
+    paused_at: datetime | None = None
+    last_progress: datetime = field(init=False)
+    background: AnalysisStatus | None = None
+    step_run: AnalysisStatus | None = None
+    hooks: dict[HookPoint, HookStatus] = field(default_factory=dict)
+    # Set once this pass has used the measurement or hook answer it was given.
+    measurement_used: bool = False
+
+    def __post_init__(self) -> None:
+        self.started = self.context.now
+        self.last_progress = self.context.now
+
+    # -- building the result -------------------------------------------------------------------
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.context.steps
+
+    @property
+    def now(self) -> datetime:
+        return self.context.now
+
+    def label(self) -> str:
+        return _step_label(self.index, self.steps) if self.index < len(self.steps) else "promotion"
+
+    def status(
+        self,
+        message: str,
+        reason: Reason,
+        *,
+        phase: Phase = Phase.PROGRESSING,
+        weight: float | None = None,
+        aborted: bool = False,
     ) -> RolloutStatus:
+        context = self.context
         return _finish(
-            previous,
+            context.previous,
             generation=context.generation,
-            now=now,
+            now=self.now,
             phase=phase,
             reason=reason,
             message=message,
-            stable=stable,
-            canary=canary,
-            weight=weight_now,
-            index=position,
-            step_count=len(steps),
-            step_started_at=started,
-            verified_pair=pair,
+            stable=self.stable,
+            canary=self.canary,
+            weight=self.weight if weight is None else weight,
+            index=self.index,
+            step_count=len(self.steps),
+            step_started_at=self.started,
+            paused_at=self.paused_at,
+            verified_pair=self.pair,
+            last_progress_at=self.last_progress,
+            aborted_at=self.now if aborted else None,
+            analysis=self.background,
+            step_analysis=self.step_run,
+            hooks=[self.hooks[point] for point in HookPoint if point in self.hooks],
         )
 
-    while index < len(steps):
-        step = steps[index]
-        label = _step_label(index, steps)
-        if isinstance(step, SetWeight):
-            if _weights_equal(step.weight, weight):
-                index, started = index + 1, now
+    def plan(
+        self, status: RolloutStatus, *, action: Action | None = None, requeue_after: float | None = None
+    ) -> Plan:
+        return Plan(status, action=action, requeue_after=requeue_after, events=tuple(self.context.events))
+
+    def progressed(self) -> None:
+        self.last_progress = self.now
+
+    # -- the pass ------------------------------------------------------------------------------
+
+    def advance(self) -> Plan:
+        spec, context = self.context.spec, self.context
+        before = spec.hook(HookPoint.BEFORE_ALLOW_TRAFFIC)
+        if (
+            before is not None
+            and self.weight == 0
+            and not self._hook_succeeded(HookPoint.BEFORE_ALLOW_TRAFFIC)
+        ):
+            outcome = self._hook_answer(HookPoint.BEFORE_ALLOW_TRAFFIC)
+            if outcome is None:
+                return self._ask_hook(HookPoint.BEFORE_ALLOW_TRAFFIC, before)
+            self._record_hook(HookPoint.BEFORE_ALLOW_TRAFFIC, before, outcome)
+            if not outcome.succeeded:
+                return self.abort(
+                    Reason.HOOK_FAILED,
+                    f"beforeAllowTraffic hook ({before.describe()}) failed: {outcome.message}",
+                )
+
+        holding: str | None = None
+        background = spec.background_analysis()
+        current = self.steps[self.index] if self.index < len(self.steps) else None
+        if background is not None and 0 < self.weight < 100 and not isinstance(current, Analyze):
+            run = self.background or start_run(None, background, now=self.now)
+            self.background = run
+            if self._due(run):
+                readings = self._readings()
+                if readings is None:
+                    return self._ask_measurement(background, run)
+                tally = record(
+                    run,
+                    assess(background, self._subject(), readings),
+                    background,
+                    blocking=False,
+                    now=self.now,
+                )
+                self.background = tally.status
+                self._note_measurement(tally, background=True)
+                if tally.outcome == Outcome.FAILED:
+                    return self.abort(Reason.ANALYSIS_FAILED, f"analysis failed: {tally.message}")
+            if self.background.holding:
+                holding = self.background.last_message or "inconclusive"
+
+        while self.index < len(self.steps):
+            if holding is not None:
+                return self._hold_inconclusive(holding, self.background)
+            step = self.steps[self.index]
+            label = self.label()
+            if isinstance(step, SetWeight):
+                if _weights_equal(step.weight, self.weight):
+                    self._next_step()
+                    continue
+                message = f"{label}: set weight {step.weight}% on version {self.canary}"
+                context.event(Reason.WEIGHT_SET, message)
+                action = _route_to(self.stable, self.canary, step.weight, context.alias.revision_id)
+                self.started = self.now
+                self.index += 1
+                self.progressed()
+                status = self.status(message, Reason.PROGRESSING, weight=float(step.weight))
+                return self.plan(status, action=action, requeue_after=0.0)
+            if isinstance(step, Pause):
+                if step.seconds is None:
+                    message = f"{label}: paused until promoted, {self.weight:g}% on version {self.canary}"
+                    previous = context.previous
+                    if not (previous.phase == Phase.PAUSED and previous.current_step_index == self.index):
+                        context.event(Reason.PAUSED_BY_STEP, message)
+                    return self._waiting(message, Reason.PAUSED_BY_STEP, phase=Phase.PAUSED, counts=False)
+                remaining = step.seconds - (self.now - self.started).total_seconds()
+                if remaining > 0:
+                    message = f"{label}: {describe_step(step)} ({format_duration(remaining)} left)"
+                    return self._waiting(message, Reason.PROGRESSING, due_in=remaining, counts=False)
+                context.event(Reason.STEP_COMPLETED, f"{label}: {describe_step(step)} done")
+                self._next_step()
                 continue
-            message = f"{label}: set weight {step.weight}% on version {canary}"
-            context.event(Reason.WEIGHT_SET, message)
-            action = _route_to(stable, canary, step.weight, context.alias.revision_id)
-            started = now
-            new_status = progressing(
-                message, Reason.PROGRESSING, weight_now=float(step.weight), position=index + 1
-            )
-            return Plan(new_status, action=action, requeue_after=0.0, events=tuple(context.events))
-        assert isinstance(step, Pause)
-        if step.seconds is None:
-            message = f"{label}: paused until promoted, {weight:g}% on version {canary}"
-            if not (previous.phase == Phase.PAUSED and previous.current_step_index == index):
-                context.event(Reason.PAUSED_BY_STEP, message)
-            new_status = progressing(
-                message, Reason.PAUSED_BY_STEP, weight_now=weight, position=index, phase=Phase.PAUSED
-            )
-            return Plan(new_status, events=tuple(context.events))
-        remaining = step.seconds - (now - started).total_seconds()
-        if remaining > 0:
-            message = f"{label}: {describe_step(step)} ({format_duration(remaining)} left)"
-            new_status = progressing(message, Reason.PROGRESSING, weight_now=weight, position=index)
-            return Plan(new_status, requeue_after=remaining, events=tuple(context.events))
-        context.event(Reason.STEP_COMPLETED, f"{label}: {describe_step(step)} done")
+            plan = self._blocking_analysis(step)
+            if plan is not None:
+                return plan
+        if holding is not None:
+            return self._hold_inconclusive(holding, self.background)
+
+        hooks = self.context.spec.hooks
+        confirm = hooks.confirm_promotion if hooks is not None else None
+        if confirm is not None and not self._hook_succeeded(HookPoint.CONFIRM_PROMOTION):
+            plan = self._confirmation(confirm)
+            if plan is not None:
+                return plan
+        return self._promote()
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _next_step(self) -> None:
         # The next step starts now: a pause that ended while the operator was away does not
         # shorten the one after it.
-        index, started = index + 1, now
+        self.index += 1
+        self.started = self.now
+        self.progressed()
 
-    if context.alias.function_version == canary and not context.alias.routing:
+    def _waiting(
+        self,
+        message: str,
+        reason: Reason,
+        *,
+        phase: Phase = Phase.PROGRESSING,
+        due_in: float | None = None,
+        counts: bool = True,
+    ) -> Plan:
+        """Nothing to write this pass. ``counts``: the wait counts toward progressDeadlineSeconds."""
+        due = [due_in] if due_in is not None else []
+        if self.background is not None and 0 < self.weight < 100 and self.context.spec.analysis is not None:
+            due.append(self._seconds_until(self.background.next_measurement_at))
+        deadline = self.context.spec.progress_deadline_seconds
+        if counts and deadline is not None:
+            stuck = (self.now - self.last_progress).total_seconds()
+            if stuck >= deadline:
+                return self.abort(
+                    Reason.PROGRESS_DEADLINE_EXCEEDED,
+                    f"no progress for {format_duration(stuck)} (progressDeadlineSeconds {deadline}) at "
+                    f"{self.label()}: {message}",
+                )
+            due.append(deadline - stuck)
+        requeue = max(0.0, min(due)) if due else None
+        return self.plan(self.status(message, reason, phase=phase), requeue_after=requeue)
+
+    def _blocking_analysis(self, step: Analyze) -> Plan | None:
+        """Run the analysis step at ``self.index``; None when it passed and the loop goes on."""
+        analysis, label = step.analysis, self.label()
+        run = self.step_run
+        if run is None or run.step_index != self.index:
+            run = start_run(self.index, analysis, now=self.now)
+            self.context.event(
+                Reason.PROGRESSING,
+                f"{label}: analysis started, measuring every {format_duration(analysis.interval_seconds)}",
+            )
+        self.step_run = run
+        if self._due(run):
+            readings = self._readings()
+            if readings is None:
+                return self._ask_measurement(analysis, run)
+            tally = record(
+                run, assess(analysis, self._subject(), readings), analysis, blocking=True, now=self.now
+            )
+            self.step_run = run = tally.status
+            self._note_measurement(tally, background=False)
+            if tally.outcome == Outcome.FAILED:
+                return self.abort(Reason.ANALYSIS_FAILED, f"{label}: analysis failed: {tally.message}")
+            if tally.outcome == Outcome.PASSED:
+                self.context.event(
+                    Reason.ANALYSIS_PASSED,
+                    f"{label}: analysis passed ({run.consecutive_successes} successful measurements in a "
+                    f"row): {tally.message}",
+                )
+                self._next_step()
+                return None
+        if run.holding:
+            return self._hold_inconclusive(run.last_message or "inconclusive", run)
+        wait = self._seconds_until(run.next_measurement_at)
+        message = (
+            f"{label}: analysis, {run.consecutive_successes}/{analysis.consecutive_success_limit} successful "
+            f"measurements in a row, next in {format_duration(wait)}"
+        )
+        return self._waiting(message, Reason.PROGRESSING, due_in=wait)
+
+    def _hold_inconclusive(self, why: str, run: AnalysisStatus | None) -> Plan:
+        message = (
+            f"{self.label()}: held with {self.weight:g}% on version {self.canary}: analysis inconclusive "
+            f"({why}); measuring again, waiting for data or a person"
+        )
+        due_in = self._seconds_until(run.next_measurement_at) if run is not None else None
+        return self._waiting(message, Reason.ANALYSIS_INCONCLUSIVE, phase=Phase.PAUSED, due_in=due_in)
+
+    # -- analysis ------------------------------------------------------------------------------
+
+    def _due(self, run: AnalysisStatus) -> bool:
+        due_at = parse_time(run.next_measurement_at)
+        return due_at is None or self.now >= due_at
+
+    def _seconds_until(self, moment: str | None) -> float:
+        at = parse_time(moment)
+        return max(0.0, (at - self.now).total_seconds()) if at is not None else 0.0
+
+    def _subject(self) -> Subject:
+        spec = self.context.spec
+        return Subject(
+            function_name=spec.function_name, alias=spec.alias, canary=self.canary, stable=self.stable
+        )
+
+    def _readings(self) -> Readings | None:
+        """The readings this pass was given, once: a second measurement in one pass waits its turn."""
+        if self.measurement_used:
+            return None
+        readings = self.context.answers.readings
+        if readings is not None:
+            self.measurement_used = True
+        return readings
+
+    def _ask_measurement(self, analysis: AnalysisSettings, run: AnalysisStatus) -> Plan:
+        if self.measurement_used:
+            # This pass already measured; the other analysis measures on the next pass.
+            return self.plan(self.status("measuring", Reason.PROGRESSING), requeue_after=0.0)
+        started = parse_time(run.started_at) or self.now
+        start = max(started, self.now - timedelta(seconds=analysis.interval_seconds))
+        request = build_request(analysis, self._subject(), start=start, end=self.now)
+        return Plan(self.context.previous, measure=Measure(request=request, analysis=analysis))
+
+    def _note_measurement(self, tally: Tally, *, background: bool) -> None:
+        run = tally.status
+        which = "analysis" if background else f"{self.label()}: analysis"
+        if tally.outcome == Outcome.HOLD and not (run.measurements > 1 and self._was_holding(background)):
+            self.context.event(
+                Reason.ANALYSIS_INCONCLUSIVE, f"{which} inconclusive: {tally.message}", EventType.WARNING
+            )
+        if run.last_verdict == Verdict.ERROR and tally.outcome != Outcome.HOLD:
+            self.context.event(Reason.ANALYSIS_ERROR, f"{which}: {tally.message}", EventType.WARNING)
+        if run.last_verdict == Verdict.SUCCESSFUL:
+            self.progressed()
+
+    def _was_holding(self, background: bool) -> bool:
+        previous = self.context.previous
+        before = previous.analysis if background else previous.step_analysis
+        return before is not None and before.holding
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def _hook_succeeded(self, point: HookPoint) -> bool:
+        found = self.hooks.get(point)
+        return found is not None and found.result == HookResult.SUCCEEDED
+
+    def _hook_answer(self, point: HookPoint) -> HookAnswer | None:
+        answer = self.context.answers.hook
+        return answer if answer is not None and answer.point == point else None
+
+    def _ask_hook(self, point: HookPoint, hook: Hook) -> Plan:
+        return Plan(
+            self.context.previous,
+            run_hook=RunHook(point=point, hook=hook, stable=self.stable, canary=self.canary),
+        )
+
+    def _record_hook(
+        self, point: HookPoint, hook: Hook, outcome: HookAnswer, *, next_attempt: datetime | None = None
+    ) -> None:
+        result = (
+            HookResult.SUCCEEDED
+            if outcome.succeeded
+            else (HookResult.WAITING if next_attempt else HookResult.FAILED)
+        )
+        self.hooks[point] = HookStatus(
+            point=point,
+            version=self.canary,
+            result=result,
+            attempts=outcome.attempts,
+            message=outcome.message,
+            at=format_time(self.now),
+            next_attempt_at=format_time(next_attempt) if next_attempt else None,
+        )
+        if outcome.succeeded:
+            self.progressed()
+            self.context.event(
+                Reason.HOOK_SUCCEEDED, f"{point.value} hook ({hook.describe()}) succeeded: {outcome.message}"
+            )
+
+    def _confirmation(self, confirm: ConfirmHook) -> Plan | None:
+        """The confirmPromotion gate; None once it said yes."""
+        point = HookPoint.CONFIRM_PROMOTION
+        waiting = self.hooks.get(point)
+        outcome = self._hook_answer(point)
+        if outcome is None:
+            if waiting is None or self._seconds_until(waiting.next_attempt_at) <= 0:
+                return self._ask_hook(point, confirm)
+        else:
+            interval = parse_duration(confirm.interval)
+            self._record_hook(
+                point,
+                confirm,
+                outcome,
+                next_attempt=None if outcome.succeeded else self.now + timedelta(seconds=interval),
+            )
+            if outcome.succeeded:
+                return None
+            if waiting is None or waiting.result != HookResult.WAITING:
+                self.context.event(
+                    Reason.AWAITING_CONFIRMATION,
+                    f"waiting for confirmPromotion ({confirm.describe()}): {outcome.message}",
+                )
+            waiting = self.hooks[point]
+        message = (
+            f"promotion: waiting for confirmPromotion ({confirm.describe()}), "
+            f"{self.weight:g}% on version {self.canary}; last answer: {waiting.message if waiting else ''}"
+        )
+        wait = self._seconds_until(waiting.next_attempt_at if waiting else None)
+        return self._waiting(message, Reason.AWAITING_CONFIRMATION, phase=Phase.PAUSED, due_in=wait)
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def _promote(self) -> Plan:
+        context, canary = self.context, self.canary
+        after = context.spec.hook(HookPoint.AFTER_ALLOW_TRAFFIC)
+        fully_on_canary = context.alias.function_version == canary and not context.alias.routing
+        if not fully_on_canary:
+            message = f"promoted version {canary}: all traffic on it (was {self.weight:g}%)"
+            context.event(Reason.SUCCEEDED if after is None else Reason.WEIGHT_SET, message)
+            action = RouteTraffic(canary, None, 0.0, context.alias.revision_id)
+            self.progressed()
+            if after is None:
+                return self.plan(
+                    _healthy(replace(context, verified=self.pair), canary, Reason.SUCCEEDED, message, self),
+                    action=action,
+                )
+            status = self.status(
+                f"{message}; running the afterAllowTraffic hook", Reason.PROGRESSING, weight=100.0
+            )
+            return self.plan(status, action=action, requeue_after=0.0)
+        if after is not None and not self._hook_succeeded(HookPoint.AFTER_ALLOW_TRAFFIC):
+            outcome = self._hook_answer(HookPoint.AFTER_ALLOW_TRAFFIC)
+            if outcome is None:
+                return self._ask_hook(HookPoint.AFTER_ALLOW_TRAFFIC, after)
+            self._record_hook(HookPoint.AFTER_ALLOW_TRAFFIC, after, outcome)
+            if not outcome.succeeded:
+                return self.abort(
+                    Reason.HOOK_FAILED,
+                    f"afterAllowTraffic hook ({after.describe()}) failed: {outcome.message}",
+                )
         message = f"version {canary} serves all traffic"
+        previous = context.previous
         if previous.phase != Phase.HEALTHY or previous.canary_version != canary:
             context.event(Reason.SUCCEEDED, f"promoted version {canary}: all traffic on it")
-        return Plan(
-            _healthy(replace(context, verified=pair), canary, Reason.SUCCEEDED, message),
-            events=tuple(context.events),
+        return self.plan(
+            _healthy(replace(context, verified=self.pair), canary, Reason.SUCCEEDED, message, self)
         )
-    message = f"promoted version {canary}: all traffic on it (was {weight:g}%)"
-    context.event(Reason.SUCCEEDED, message)
-    return Plan(
-        _healthy(replace(context, verified=pair), canary, Reason.SUCCEEDED, message),
-        action=RouteTraffic(canary, None, 0.0, context.alias.revision_id),
-        events=tuple(context.events),
-    )
+
+    def abort(self, reason: Reason, cause: str) -> Plan:
+        """Roll back: one write sends all traffic to the stable version; the rollout then holds."""
+        alias = self.context.alias
+        moved = alias.function_version != self.stable or bool(alias.routing)
+        action = RouteTraffic(self.stable, None, 0.0, alias.revision_id) if moved else None
+        outcome = f"rolled back to version {self.stable}" if moved else "no traffic was moved"
+        message = f"{cause}; {outcome}"
+        self.context.event(reason, message, EventType.WARNING)
+        status = self.status(message, reason, phase=Phase.DEGRADED, weight=0.0, aborted=True)
+        return self.plan(status, action=action)
 
 
 def _route_to(stable: str, canary: str, percent: float, revision_id: str) -> RouteTraffic:
@@ -640,39 +1107,64 @@ def plan_failure(
         and spec.version == status.canary_version
         and generation == status.observed_generation
     )
-    if error.transient and status.phase == Phase.HEALTHY and unchanged:
+    held = spec is not None and _rolled_back(status, spec.version)
+    if error.transient and (held or (status.phase == Phase.HEALTHY and unchanged)):
         return Plan(status.model_copy(update={"retry_count": attempt}), requeue_after=delay)
+    reason: str = error.reason
+    aborted_at = status.aborted_at if held else None
     if error.transient:
         phase = status.phase if status.phase in (Phase.PROGRESSING, Phase.PAUSED) else Phase.PROGRESSING
+        stuck = _deadline_passed(status, spec, now)
+        if stuck is not None:
+            # The next pass sends all traffic back to stable (see _plan_hold_rolled_back).
+            phase, reason, aborted_at = Phase.DEGRADED, Reason.PROGRESS_DEADLINE_EXCEEDED, format_time(now)
+            message = (
+                f"no progress for {format_duration(stuck)} (progressDeadlineSeconds "
+                f"{spec.progress_deadline_seconds if spec else ''}): {error.message}; "
+                f"rolling back to version {status.stable_version}"
+            )
     else:
         phase = Phase.DEGRADED
     canary = spec.version if spec is not None else status.canary_version
-    steps = expand_strategy(spec.strategy) if spec is not None else []
-    new_status = RolloutStatus(
-        observed_generation=generation,
-        phase=phase,
-        stable_version=status.stable_version,
-        canary_version=canary,
-        canary_weight=status.canary_weight,
-        current_step_index=status.current_step_index,
-        step_count=len(steps) if spec is not None else status.step_count,
-        message=message,
-        step_started_at=status.step_started_at,
-        paused_at=status.paused_at,
-        verified_pair=status.verified_pair,
-        retry_count=attempt,
-        conditions=build_conditions(
-            status.conditions,
-            phase=phase,
-            reason=error.reason,
-            message=message,
-            generation=generation,
-            now=now,
-        ),
+    step_count = len(spec.steps()) if spec is not None else status.step_count
+    new_status = status.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": phase,
+            "canary_version": canary,
+            "step_count": step_count,
+            "message": message,
+            "retry_count": attempt,
+            "aborted_at": aborted_at,
+            "conditions": build_conditions(
+                status.conditions, phase=phase, reason=reason, message=message, generation=generation, now=now
+            ),
+        }
     )
     same_as_before = status.message is not None and status.message.split("; retrying")[0] == error.message
-    events = () if same_as_before else (Event(EventType.WARNING, Reason(error.reason), error.message),)
+    if reason == Reason.PROGRESS_DEADLINE_EXCEEDED:
+        events: tuple[Event, ...] = (Event(EventType.WARNING, Reason.PROGRESS_DEADLINE_EXCEEDED, message),)
+    elif same_as_before:
+        events = ()
+    else:
+        events = (Event(EventType.WARNING, Reason(error.reason), error.message),)
     return Plan(new_status, requeue_after=delay, events=events)
+
+
+def _deadline_passed(status: RolloutStatus, spec: RolloutSpec | None, now: datetime) -> float | None:
+    """Seconds without progress when a rollout in flight has passed its deadline, else None."""
+    if spec is None or spec.progress_deadline_seconds is None or status.phase != Phase.PROGRESSING:
+        return None
+    if status.canary_version != spec.version or spec.paused:
+        return None
+    steps, index = spec.steps(), status.current_step_index
+    if index is not None and index < len(steps) and isinstance(steps[index], Pause):
+        return None  # a planned wait
+    since = parse_time(status.last_progress_at)
+    if since is None:
+        return None
+    stuck = (now - since).total_seconds()
+    return stuck if stuck >= spec.progress_deadline_seconds else None
 
 
 def plan_deletion(status: RolloutStatus, alias: AliasState | None) -> RouteTraffic | None:

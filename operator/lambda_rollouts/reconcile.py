@@ -21,19 +21,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from lambda_rollouts import planner
+from lambda_rollouts.analysis import Readings
+from lambda_rollouts.aws.metrics import MetricProvider
 from lambda_rollouts.aws.router import AliasRouter
 from lambda_rollouts.errors import (
+    AlarmNotFoundError,
+    AwsError,
     FunctionNotFoundError,
     KubernetesError,
     LambdaRolloutsError,
     ObjectGoneError,
     SpecError,
 )
+from lambda_rollouts.hooks import HookInvoker, hook_payload
 from lambda_rollouts.kube import StatusWriter
 from lambda_rollouts.model import EventType, Reason, RolloutSpec, RolloutStatus
 from lambda_rollouts.observed import AliasState, Target
@@ -42,6 +47,9 @@ from lambda_rollouts.settings import Settings
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+# A pass asks at most: verify, a hook, a measurement, another hook (promotion), then decides.
+_MAX_QUESTIONS = 6
 
 
 class LoopClock:
@@ -54,6 +62,15 @@ class LoopClock:
 
     def __call__(self) -> datetime:
         return self._wall_anchor + timedelta(seconds=self._loop.time() - self._loop_anchor)
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The external systems a rollout drives and consults."""
+
+    router: AliasRouter
+    metrics: MetricProvider | None = None
+    hooks: HookInvoker | None = None
 
 
 class EventSink(Protocol):
@@ -96,9 +113,13 @@ class RolloutService:
         router: AliasRouter,
         writer: StatusWriter,
         clock: Clock,
+        metrics: MetricProvider | None = None,
+        hooks: HookInvoker | None = None,
     ) -> None:
         self._settings = settings
         self._router = router
+        self._metrics = metrics
+        self._hooks = hooks
         self._writer = writer
         self._clock = clock
         self._backoff = planner.Backoff(
@@ -128,7 +149,7 @@ class RolloutService:
         spec: RolloutSpec | None = None
         try:
             spec = RolloutSpec.parse(body.get("spec"))
-            plan = await self._plan_and_act(spec, status, generation, known_alias, memory)
+            plan = await self._plan_and_act(ref, spec, status, generation, known_alias, memory)
         except ObjectGoneError:
             raise
         except LambdaRolloutsError as exc:
@@ -146,6 +167,7 @@ class RolloutService:
 
     async def _plan_and_act(
         self,
+        ref: RolloutRef,
         spec: RolloutSpec,
         status: RolloutStatus,
         generation: int | None,
@@ -154,12 +176,23 @@ class RolloutService:
     ) -> planner.Plan:
         target = self.target_of(spec)
         alias = known_alias or await self._router.get_alias(target)
-        plan = planner.plan(spec, status, alias, generation=generation, now=self._clock())
-        if plan.verify is not None:
-            await self._verify(target, plan.verify)
-            plan = planner.plan(
-                spec, status, alias, generation=generation, now=self._clock(), verified=plan.verify.pair
-            )
+        # One instant for the whole pass, so that every question the planner asks is about the
+        # same moment as its final answer.
+        now = self._clock()
+        answers = planner.Answers()
+        for _ in range(_MAX_QUESTIONS):
+            plan = planner.plan(spec, status, alias, generation=generation, now=now, answers=answers)
+            if plan.verify is not None:
+                await self._verify(target, plan.verify)
+                answers = replace(answers, verified=plan.verify.pair)
+            elif plan.measure is not None:
+                answers = replace(answers, readings=await self._measure(target, plan.measure))
+            elif plan.run_hook is not None:
+                answers = replace(answers, hook=await self._run_hook(ref, spec, target, plan.run_hook))
+            else:
+                break
+        else:
+            raise AssertionError(f"the planner kept asking questions: {plan}")
         if plan.action is None:
             return plan
         served = await self._act(target, plan.action)
@@ -176,6 +209,86 @@ class RolloutService:
         else:
             stable = await self._router.get_version(target, versions.stable)
         planner.check_compatible(stable, canary)
+        if versions.alarm_names or versions.alarm_prefixes:
+            await self._verify_alarms(target, versions)
+
+    async def _verify_alarms(self, target: Target, versions: planner.VerifyVersions) -> None:
+        metrics = self._require_metrics()
+        found = (
+            {
+                alarm.name
+                for alarm in await metrics.describe_alarms(target, names=versions.alarm_names, prefix=None)
+            }
+            if versions.alarm_names
+            else set()
+        )
+        missing = [name for name in versions.alarm_names if name not in found]
+        if missing:
+            raise AlarmNotFoundError(
+                f"CloudWatch alarm{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"not found in {target.region}: an analysis cannot pass on an alarm that does not exist"
+            )
+        for prefix in versions.alarm_prefixes:
+            if not await metrics.describe_alarms(target, names=(), prefix=prefix):
+                raise AlarmNotFoundError(f"no CloudWatch alarm name starts with {prefix} in {target.region}")
+
+    async def _measure(self, target: Target, measure: planner.Measure) -> Readings:
+        """Read one measurement; a provider failure is an answer (an error), not a failed reconcile."""
+        metrics = self._require_metrics()
+        request = measure.request
+        try:
+            values = (
+                await metrics.get_metric_data(target, request.queries, request.start, request.end)
+                if request.queries
+                else {}
+            )
+            alarms = (
+                await metrics.describe_alarms(target, names=request.alarm_names, prefix=request.alarm_prefix)
+                if request.alarm_names or request.alarm_prefix
+                else ()
+            )
+        except AwsError as exc:
+            logger.info("measurement for %s failed: %s", target.function_name, exc.message)
+            return Readings(error=exc.message)
+        return Readings(values=values, alarms=alarms)
+
+    async def _run_hook(
+        self, ref: RolloutRef, spec: RolloutSpec, target: Target, need: planner.RunHook
+    ) -> planner.HookAnswer:
+        if self._hooks is None:
+            raise SpecError("hooks are not available in this operator (no hook invoker configured)")
+        version = await self._router.get_version(target, need.canary)
+        payload = hook_payload(
+            namespace=ref.namespace,
+            name=ref.name,
+            function_name=spec.function_name,
+            alias=spec.alias,
+            stable_version=need.stable,
+            new_version=need.canary,
+            new_version_arn=version.function_arn,
+            point=need.point,
+        )
+        hook_target = Target(
+            function_name=need.hook.function_name or "",
+            alias="",
+            region=target.region,
+            role_arn=target.role_arn,
+        )
+        outcome = await self._hooks.invoke(hook_target, need.hook, payload)
+        logger.info(
+            "rollout %s: %s hook (%s) %s after %d attempt(s)",
+            ref,
+            need.point.value,
+            need.hook.describe(),
+            "succeeded" if outcome.succeeded else "failed",
+            outcome.attempts,
+        )
+        return planner.HookAnswer(need.point, outcome.succeeded, outcome.message, outcome.attempts)
+
+    def _require_metrics(self) -> MetricProvider:
+        if self._metrics is None:
+            raise SpecError("analysis is not available in this operator (no metric provider configured)")
+        return self._metrics
 
     async def _act(self, target: Target, action: planner.Action) -> AliasState:
         if isinstance(action, planner.CreateAlias):

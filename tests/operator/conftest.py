@@ -18,12 +18,15 @@ import kopf
 import pytest
 
 from lambda_rollouts.aws.fake import FakeLambda
+from lambda_rollouts.aws.fake_cloudwatch import FakeCloudWatch
+from lambda_rollouts.aws.metrics import MetricProvider
 from lambda_rollouts.aws.router import AliasRouter
 from lambda_rollouts.crd import build_crd
 from lambda_rollouts.handlers import Wiring, build_registry
+from lambda_rollouts.hooks import FakeHookInvoker, HookInvoker
 from lambda_rollouts.kube import ApiConnection, HttpStatusWriter
 from lambda_rollouts.observed import AliasState, Target
-from lambda_rollouts.reconcile import LoopClock
+from lambda_rollouts.reconcile import Backends, LoopClock
 from lambda_rollouts.sandbox.kube import EmulatorHandle, run_kubernetes_emulator
 from lambda_rollouts.settings import Settings
 
@@ -180,10 +183,19 @@ async def api(kube: EmulatorHandle) -> AsyncIterator[Api]:
 class OperatorRunner:
     """Starts and stops the real Kopf operator in the test's loop, as often as a test needs."""
 
-    def __init__(self, kube: EmulatorHandle, router: AliasRouter, settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: EmulatorHandle,
+        router: AliasRouter,
+        settings: Settings,
+        metrics: MetricProvider | None = None,
+        hooks: HookInvoker | None = None,
+    ) -> None:
         self.kube = kube
         self.router = router
         self.settings = settings
+        self.metrics = metrics
+        self.hooks = hooks
         self.task: asyncio.Task[Any] | None = None
         # One wall clock for every operator started here, as across a real restart; a new
         # LoopClock per start would re-anchor to the real wall time, which fast-forwarding leaves
@@ -193,7 +205,7 @@ class OperatorRunner:
     async def start(self) -> None:
         wiring = Wiring(
             settings=self.settings,
-            router_factory=lambda _: self.router,
+            backends_factory=lambda _: Backends(router=self.router, metrics=self.metrics, hooks=self.hooks),
             writer_factory=lambda connection: HttpStatusWriter(connection, timeout_seconds=None),
             clock_factory=lambda: self.clock,
             connection=ApiConnection(server=self.kube.url),
@@ -231,10 +243,24 @@ def settings() -> Settings:
 
 
 @pytest.fixture
+def cloudwatch() -> FakeCloudWatch:
+    return FakeCloudWatch()
+
+
+@pytest.fixture
+def hooks() -> FakeHookInvoker:
+    return FakeHookInvoker()
+
+
+@pytest.fixture
 async def operator(
-    kube: EmulatorHandle, router: TimedRouter, settings: Settings
+    kube: EmulatorHandle,
+    router: TimedRouter,
+    settings: Settings,
+    cloudwatch: FakeCloudWatch,
+    hooks: FakeHookInvoker,
 ) -> AsyncIterator[OperatorRunner]:
-    runner = OperatorRunner(kube, router, settings)
+    runner = OperatorRunner(kube, router, settings, cloudwatch, hooks)
     await runner.start()
     try:
         yield runner

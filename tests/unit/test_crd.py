@@ -3,7 +3,9 @@ errors as kube-apiserver does.
 
 The corpus in tests/corpus holds LambdaRollout manifests: every one in good.yaml must pass both the
 CRD schema and ``RolloutSpec.parse``; every one in bad.yaml must fail both, at the field its
-``corpus.lambda.rollouts.dev/field`` annotation names.
+``corpus.lambda.rollouts.dev/field`` annotation names, except those marked
+``corpus.lambda.rollouts.dev/level: operator``, which the CRD admits and only the model rejects
+(bad.yaml's header describes every annotation).
 """
 
 from __future__ import annotations
@@ -17,21 +19,48 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lambda_rollouts.crd import STEP_MESSAGE, STRATEGY_MESSAGE, build_crd, render_crd_yaml
+from lambda_rollouts.crd import (
+    ANALYSIS_MESSAGE,
+    HOOK_QUALIFIER_MESSAGE,
+    HOOK_TARGET_MESSAGE,
+    RATIO_MESSAGE,
+    STEP_MESSAGE,
+    STRATEGY_MESSAGE,
+    build_crd,
+    render_crd_yaml,
+)
 from lambda_rollouts.errors import SpecError
 from lambda_rollouts.model import (
     ALIAS_PATTERN,
+    QUERY_PLACEHOLDERS,
     AllAtOnceStrategy,
+    AnalysisSpec,
+    AnalysisStatus,
+    BuiltinMetric,
     CanaryStep,
     CanaryStrategy,
+    CheckResult,
     Condition,
+    ConfirmHook,
+    Hook,
+    HookPoint,
+    HookResult,
+    Hooks,
+    HookStatus,
+    InconclusivePolicy,
     LinearStrategy,
+    MetricCheck,
+    MetricDimension,
+    MetricIdentity,
+    MetricStat,
     PauseStep,
     Phase,
     Preset,
+    QueryCheck,
     RolloutSpec,
     RolloutStatus,
     Strategy,
+    Verdict,
 )
 from lambda_rollouts.sandbox.schema import (
     BLOCKED_RULES_DETAIL,
@@ -51,6 +80,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "corpus"
 CRD_FILE = ROOT / "crds" / "lambdarollouts.yaml"
 FIELD = "corpus.lambda.rollouts.dev/field"
+LEVEL = "corpus.lambda.rollouts.dev/level"
+MODEL_FIELD = "corpus.lambda.rollouts.dev/model-field"
+ERROR = "corpus.lambda.rollouts.dev/error"
 BLOCKED = f"<nil>: Invalid value: null: {BLOCKED_RULES_DETAIL}"
 
 CRD = build_crd()
@@ -92,12 +124,38 @@ def _model_path(field: str) -> str:
 # The agreement corpus.
 
 
+def _annotations(manifest: dict[str, Any]) -> dict[str, str]:
+    annotations: dict[str, str] = manifest["metadata"].get("annotations", {})
+    return annotations
+
+
+def _operator_level(manifest: dict[str, Any]) -> bool:
+    return _annotations(manifest).get(LEVEL) == "operator"
+
+
+def _step_analyses(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    steps = spec["strategy"].get("canary", {}).get("steps", [])
+    return [step["analysis"] for step in steps if "analysis" in step]
+
+
+def _analyses(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """spec.analysis and every analysis step's analysis, in that order."""
+    return ([spec["analysis"]] if "analysis" in spec else []) + _step_analyses(spec)
+
+
 def test_corpus_covers_enough_cases() -> None:
-    assert len(GOOD) >= 25
-    assert len(BAD) >= 25
+    assert len(GOOD) >= 45
+    assert len(BAD) >= 100
     names = [_name(manifest) for manifest in GOOD + BAD]
     assert len(names) == len(set(names))
-    assert all(FIELD in manifest["metadata"].get("annotations", {}) for manifest in BAD)
+    for manifest in BAD:
+        annotations = _annotations(manifest)
+        assert FIELD in annotations
+        assert set(annotations) <= {FIELD, LEVEL, MODEL_FIELD, ERROR}
+        assert annotations.get(LEVEL, "operator") == "operator"
+        # The model may report a problem at an enclosing object, never somewhere else.
+        assert annotations[FIELD].startswith(annotations.get(MODEL_FIELD, annotations[FIELD]))
+    assert sum(_operator_level(manifest) for manifest in BAD) >= 8
 
 
 def test_corpus_uses_every_strategy_and_preset() -> None:
@@ -116,6 +174,94 @@ def test_corpus_uses_every_strategy_and_preset() -> None:
     assert any("duration" not in pause for pause in pauses)
 
 
+def test_corpus_uses_every_analysis_field() -> None:
+    specs = [manifest["spec"] for manifest in GOOD]
+    analyses = [analysis for spec in specs for analysis in _analyses(spec)]
+    assert {key for analysis in analyses for key in analysis} == {
+        field.alias for field in AnalysisSpec.model_fields.values()
+    }
+    metrics = [check for analysis in analyses for check in analysis.get("metrics", [])]
+    assert {check["name"] for check in metrics} == {metric.value for metric in BuiltinMetric}
+    assert any("maxRatioToStable" in check for check in metrics)
+    assert {analysis["onInconclusive"] for analysis in analyses if "onInconclusive" in analysis} == {
+        policy.value for policy in InconclusivePolicy
+    }
+    queries = [query for analysis in analyses for query in analysis.get("queries", [])]
+    assert {("min" in query, "max" in query) for query in queries} == {
+        (True, False),
+        (False, True),
+        (True, True),
+    }
+    assert any("unit" in query["metricStat"] for query in queries)
+    assert any("dimensions" not in query["metricStat"]["metric"] for query in queries)
+    values = " ".join(
+        dimension["value"]
+        for query in queries
+        for dimension in query["metricStat"]["metric"].get("dimensions", [])
+    )
+    assert all(placeholder in values for placeholder in QUERY_PLACEHOLDERS)
+    assert any(len(analysis.get("alarms", [])) == 100 for analysis in analyses)
+
+
+def test_corpus_has_analysis_steps_that_inherit_and_that_stand_alone() -> None:
+    inheriting = standalone = 0
+    for manifest in GOOD:
+        spec = manifest["spec"]
+        for step in _step_analyses(spec):
+            has_checks = AnalysisSpec.model_validate(step).has_checks
+            if "analysis" in spec and not has_checks:
+                inheriting += 1
+            if "analysis" not in spec and has_checks:
+                standalone += 1
+    assert inheriting >= 2
+    assert standalone >= 1
+
+
+def test_corpus_uses_every_hook_point_and_target() -> None:
+    hooks = [(point, hook) for manifest in GOOD for point, hook in manifest["spec"].get("hooks", {}).items()]
+    assert {point for point, _ in hooks} == {point.value for point in HookPoint}
+    for point in HookPoint:
+        targets = {
+            target
+            for name, hook in hooks
+            if name == point
+            for target in ("functionName", "url")
+            if target in hook
+        }
+        assert targets == {"functionName", "url"}, point
+    assert {key for _, hook in hooks for key in hook} == {
+        field.alias for field in ConfirmHook.model_fields.values()
+    }
+
+
+def test_corpus_has_a_bad_case_for_every_rule() -> None:
+    texts = []
+    for manifest in BAD:
+        if _operator_level(manifest):
+            with pytest.raises(SpecError) as raised:
+                RolloutSpec.parse(manifest["spec"])
+            texts.append(str(raised.value))
+        else:
+            texts += validate_object(CRD, manifest)
+    rules = [
+        STRATEGY_MESSAGE,
+        STEP_MESSAGE,
+        ANALYSIS_MESSAGE,
+        HOOK_TARGET_MESSAGE,
+        HOOK_QUALIFIER_MESSAGE,
+        RATIO_MESSAGE,
+        "needs min, max or both",
+        ": min is above max",
+        "metrics[2]: Duplicate value",
+        "queries[1]: Duplicate value",
+        # The operator-level rules.
+        "interval must be at least 1s",
+        "timeout must be more than 0s and at most 15m",
+        "gives none to inherit",
+    ]
+    assert [rule for rule in rules if not any(rule in text for text in texts)] == []
+
+
 @pytest.mark.parametrize("manifest", GOOD, ids=_name)
 def test_good_manifest_is_admitted_and_parsed(manifest: dict[str, Any]) -> None:
     assert validate_object(CRD, manifest) == []
@@ -125,15 +271,38 @@ def test_good_manifest_is_admitted_and_parsed(manifest: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("manifest", BAD, ids=_name)
-def test_bad_manifest_is_rejected_by_both(manifest: dict[str, Any]) -> None:
-    field = manifest["metadata"]["annotations"][FIELD]
+def test_bad_manifest_is_rejected_where_the_corpus_says(manifest: dict[str, Any]) -> None:
+    annotations = _annotations(manifest)
+    field = annotations[FIELD]
 
     errors = check_object(CRD, manifest)
-    assert field in {error.field for error in errors}, [str(error) for error in errors]
+    if _operator_level(manifest):
+        assert errors == [], [str(error) for error in errors]
+        assert validate_object(CRD, prune_object(CRD, manifest)) == []
+    else:
+        assert field in {error.field for error in errors}, [str(error) for error in errors]
+        if ERROR in annotations:
+            assert annotations[ERROR] in [str(error) for error in errors]
 
     with pytest.raises(SpecError) as raised:
         RolloutSpec.parse(manifest.get("spec"))
-    assert _model_path(field) in str(raised.value)
+    assert _model_path(annotations.get(MODEL_FIELD, field)) in str(raised.value)
+    if _operator_level(manifest) and ERROR in annotations:
+        assert annotations[ERROR] in str(raised.value).split("; ")
+
+
+def test_rule_failures_are_worded_as_the_model_words_them() -> None:
+    checked = 0
+    for manifest in BAD:
+        for error in check_object(CRD, manifest):
+            match = re.fullmatch(r'Invalid value: "object": (.*)', error.body)
+            if match is None:
+                continue
+            with pytest.raises(SpecError) as raised:
+                RolloutSpec.parse(manifest["spec"])
+            assert f"{_model_path(error.field)}: {match[1]}" in str(raised.value), _name(manifest)
+            checked += 1
+    assert checked >= 15
 
 
 def test_one_of_rules_say_what_the_model_says() -> None:
@@ -194,21 +363,48 @@ def _schema_at(*path: str, root: str = "spec") -> dict[str, Any]:
     return node
 
 
-MODEL_NODES: list[tuple[type[BaseModel], dict[str, Any]]] = [
-    (RolloutSpec, _schema_at()),
-    (Strategy, _schema_at("strategy")),
-    (CanaryStrategy, _schema_at("strategy", "canary")),
-    (CanaryStep, _schema_at("strategy", "canary", "steps", "[]")),
-    (PauseStep, _schema_at("strategy", "canary", "steps", "[]", "pause")),
-    (LinearStrategy, _schema_at("strategy", "linear")),
-    (AllAtOnceStrategy, _schema_at("strategy", "allAtOnce")),
-    (RolloutStatus, _schema_at(root="status")),
-    (Condition, _schema_at("conditions", "[]", root="status")),
+_STEP = ("strategy", "canary", "steps", "[]")
+_QUERY = ("analysis", "queries", "[]")
+MODEL_NODES: list[tuple[type[BaseModel], str, tuple[str, ...]]] = [
+    (RolloutSpec, "spec", ()),
+    (Strategy, "spec", ("strategy",)),
+    (CanaryStrategy, "spec", ("strategy", "canary")),
+    (CanaryStep, "spec", _STEP),
+    (PauseStep, "spec", (*_STEP, "pause")),
+    (AnalysisSpec, "spec", (*_STEP, "analysis")),
+    (MetricCheck, "spec", (*_STEP, "analysis", "metrics", "[]")),
+    (QueryCheck, "spec", (*_STEP, *_QUERY)),
+    (LinearStrategy, "spec", ("strategy", "linear")),
+    (AllAtOnceStrategy, "spec", ("strategy", "allAtOnce")),
+    (AnalysisSpec, "spec", ("analysis",)),
+    (MetricCheck, "spec", ("analysis", "metrics", "[]")),
+    (QueryCheck, "spec", _QUERY),
+    (MetricStat, "spec", (*_QUERY, "metricStat")),
+    (MetricIdentity, "spec", (*_QUERY, "metricStat", "metric")),
+    (MetricDimension, "spec", (*_QUERY, "metricStat", "metric", "dimensions", "[]")),
+    (Hooks, "spec", ("hooks",)),
+    (Hook, "spec", ("hooks", "beforeAllowTraffic")),
+    (Hook, "spec", ("hooks", "afterAllowTraffic")),
+    (ConfirmHook, "spec", ("hooks", "confirmPromotion")),
+    (RolloutStatus, "status", ()),
+    (AnalysisStatus, "status", ("analysis",)),
+    (AnalysisStatus, "status", ("stepAnalysis",)),
+    (CheckResult, "status", ("analysis", "results", "[]")),
+    (CheckResult, "status", ("stepAnalysis", "results", "[]")),
+    (HookStatus, "status", ("hooks", "[]")),
+    (Condition, "status", ("conditions", "[]")),
 ]
 
 
-@pytest.mark.parametrize(("model", "schema"), MODEL_NODES, ids=lambda value: getattr(value, "__name__", ""))
-def test_schema_declares_exactly_the_model_fields(model: type[BaseModel], schema: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("model", "root", "path"),
+    MODEL_NODES,
+    ids=[".".join((root, *path)).replace(".[]", "[]") for _, root, path in MODEL_NODES],
+)
+def test_schema_declares_exactly_the_model_fields(
+    model: type[BaseModel], root: str, path: tuple[str, ...]
+) -> None:
+    schema = _schema_at(*path, root=root)
     fields = model.model_fields.values()
     assert set(schema.get("properties", {})) == {field.alias for field in fields}
     assert set(schema.get("required", [])) == {field.alias for field in fields if field.is_required()}
@@ -221,10 +417,21 @@ _CONSTRAINTS = (
     "maxLength",
     "minimum",
     "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
     "minItems",
     "maxItems",
     "enum",
 )
+
+
+def _openapi_v3_bounds(node: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic's numeric exclusiveMinimum/Maximum as the CRD's bound plus flag (OpenAPI v3.0)."""
+    node = dict(node)
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if exclusive in node and not isinstance(node[exclusive], bool):
+            node[bound], node[exclusive] = node[exclusive], True
+    return node
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +444,7 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compare(crd: dict[str, Any], model: dict[str, Any], defs: dict[str, Any], path: str) -> list[str]:
-    model = _resolve(model, defs)
+    model = _openapi_v3_bounds(_resolve(model, defs))
     differences = [
         f"{path}: {key} is {crd.get(key)!r} in the CRD, {model.get(key)!r} in the model"
         for key in _CONSTRAINTS
@@ -256,6 +463,35 @@ def test_schema_bounds_match_the_model(model: type[BaseModel], root: str) -> Non
     assert _compare(_schema_at(root=root), generated, generated.get("$defs", {}), root) == []
 
 
+def _aliases(model: type[BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def _analysis_status(step_index: int | None) -> AnalysisStatus:
+    return AnalysisStatus(
+        step_index=step_index,
+        started_at="2025-01-01T10:00:00.000000Z",
+        next_measurement_at="2025-01-01T10:02:00.000000Z",
+        measurements=3,
+        successes=1,
+        failures=1,
+        inconclusives=1,
+        errors=1,
+        consecutive_successes=1,
+        consecutive_errors=1,
+        holding=True,
+        last_verdict=Verdict.INCONCLUSIVE,
+        last_measured_at="2025-01-01T10:01:00.000000Z",
+        last_message="12 invocations of version 42, fewer than minInvocations 50",
+        results=[
+            CheckResult(name="error-rate", verdict=Verdict.FAILED, value=2.5, message="error-rate was 2.5%"),
+            CheckResult(
+                name="checkout-errors", verdict=Verdict.SUCCESSFUL, message="alarm checkout-errors is OK"
+            ),
+        ],
+    )
+
+
 def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
     status = RolloutStatus(
         observed_generation=3,
@@ -270,6 +506,22 @@ def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
         paused_at="2025-01-01T10:01:00Z",
         verified_pair="41->42",
         retry_count=2,
+        last_progress_at="2025-01-01T10:00:00.000000Z",
+        aborted_at="2025-01-01T10:05:00.000000Z",
+        analysis=_analysis_status(None),
+        step_analysis=_analysis_status(1),
+        hooks=[
+            HookStatus(
+                point=point,
+                version="42",
+                result=result,
+                attempts=2,
+                message=f"{point.value}: {result.value}",
+                at="2025-01-01T10:00:00.000000Z",
+                next_attempt_at="2025-01-01T10:00:30.000000Z",
+            )
+            for point, result in zip(HookPoint, HookResult, strict=True)
+        ],
         conditions=[
             Condition(
                 type=t, status="False", reason="Progressing", last_transition_time="2025-01-01T10:00:00Z"
@@ -277,11 +529,54 @@ def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
             for t in ("Ready", "Reconciling", "Stalled")
         ],
     ).to_wire()
-    assert set(status) == {field.alias for field in RolloutStatus.model_fields.values()}
+    # Every field is set, nested ones included, so pruning any of them would show.
+    assert set(status) == _aliases(RolloutStatus)
+    assert set(status["stepAnalysis"]) == _aliases(AnalysisStatus)
+    assert set(status["stepAnalysis"]["results"][0]) == _aliases(CheckResult)
+    assert set(status["hooks"][0]) == _aliases(HookStatus)
     manifest = {**_rollout(), "status": status}
     assert prune_object(CRD, manifest)["status"] == status
+    assert unknown_fields(CRD, manifest) == []
     assert validate_object(CRD, manifest) == []
     assert validate_status(CRD, status) == []
+
+
+def test_status_hooks_are_a_map_keyed_by_point() -> None:
+    hook = {
+        "point": "beforeAllowTraffic",
+        "version": "42",
+        "result": "Succeeded",
+        "at": "2025-01-01T10:00:00Z",
+    }
+    assert validate_status(CRD, {"hooks": [hook, {**hook, "result": "Failed"}]}) == [
+        'status.hooks[1]: Duplicate value: {"point":"beforeAllowTraffic"}'
+    ]
+
+
+def test_bad_nested_status_is_rejected_by_both() -> None:
+    status = {
+        "analysis": {
+            "startedAt": "2025-01-01T10:00:00Z",
+            "nextMeasurementAt": "2025-01-01T10:01:00Z",
+            "lastVerdict": "Maybe",
+            "results": [{"name": "error-rate", "verdict": "Passed"}],
+        },
+        "stepAnalysis": {"startedAt": "2025-01-01T10:00:00Z"},
+        "hooks": [
+            {"point": "beforeTraffic", "version": "42", "result": "Waiting", "at": "2025-01-01T10:00:00Z"}
+        ],
+    }
+    verdicts = ", ".join(f'"{verdict.value}"' for verdict in Verdict)
+    points = ", ".join(f'"{point.value}"' for point in HookPoint)
+    assert validate_status(CRD, status) == [
+        f'status.analysis.lastVerdict: Unsupported value: "Maybe": supported values: {verdicts}',
+        f'status.analysis.results[0].verdict: Unsupported value: "Passed": supported values: {verdicts}',
+        "status.stepAnalysis.nextMeasurementAt: Required value",
+        f'status.hooks[0].point: Unsupported value: "beforeTraffic": supported values: {points}',
+        BLOCKED,
+    ]
+    with pytest.raises(ValidationError):
+        RolloutStatus.model_validate(status)
 
 
 def test_bad_status_is_rejected_by_both() -> None:
@@ -358,6 +653,36 @@ def test_printer_columns() -> None:
         ("Step", "integer", ".status.currentStepIndex", 1),
         ("Message", "string", ".status.message", 1),
     ]
+
+
+def _rules(node: dict[str, Any], path: str, *, bounded: bool) -> list[tuple[str, bool, dict[str, Any]]]:
+    """Every CEL rule in a schema: (where, whether its node occurs a bounded number of times, rule)."""
+    found = [(path, bounded, rule) for rule in node.get("x-kubernetes-validations", [])]
+    for key, sub in node.get("properties", {}).items():
+        found += _rules(sub, f"{path}.{key}", bounded=bounded)
+    if "items" in node:
+        found += _rules(node["items"], f"{path}[]", bounded=bounded and "maxItems" in node)
+    return found
+
+
+def test_rules_fit_the_api_servers_cost_budget() -> None:
+    # kube-apiserver refuses a CRD whose rule cost times the node's possible occurrences exceeds
+    # 10 million; below a list without maxItems a node counts as occurring about a million times,
+    # so rules there must be a handful of has() tests and comparisons: no macros, no list literals.
+    rules = _rules(version_schema(CRD), "", bounded=True)
+    unbounded = [(path, rule) for path, bounded, rule in rules if not bounded]
+    assert {path for path, _ in unbounded} == {
+        ".spec.strategy.canary.steps[]",
+        ".spec.strategy.canary.steps[].analysis.metrics[]",
+        ".spec.strategy.canary.steps[].analysis.queries[]",
+        ".spec.analysis.metrics[]",
+    }
+    expensive = re.compile(r"\.(all|exists|exists_one|map|filter)\(|\[")
+    for path, rule in unbounded:
+        for expression in (rule["rule"], rule.get("messageExpression", "")):
+            assert expensive.search(expression) is None, (path, expression)
+    # A messageExpression can fail at run time; the API server then shows the static message.
+    assert all(rule.get("message") for _, _, rule in rules)
 
 
 def test_build_crd_returns_a_fresh_dict() -> None:

@@ -149,6 +149,7 @@ def test_normal_rollout_starts_from_the_alias_version_as_stable() -> None:
         "stepStartedAt": "2026-01-01T12:00:00.000000Z",
         "verifiedPair": "41->42",
         "retryCount": 0,
+        "lastProgressAt": "2026-01-01T12:00:00.000000Z",
         "conditions": {
             "Ready": ("False", "Progressing"),
             "Reconciling": ("True", "Progressing"),

@@ -3,12 +3,13 @@
 Contract (on top of ``lambda_rollouts.aws.router``):
 - Every blocking boto3 call (client creation and credential resolution included) runs in a
   worker thread through ``asyncio.to_thread``; nothing blocks the event loop.
-- Clients are cached per (region, role ARN) and use ``settings.aws_endpoint_url`` when set. A
-  target's empty region falls back to ``settings.default_region``.
-- A target with ``role_arn`` is served with credentials from STS ``AssumeRole`` (session name
-  ``lambda-rollouts``, lifetime ``settings.assume_role_session_seconds``), made with the base
-  session's credentials. They are reused until ``refresh_margin`` before they expire, then
-  assumed again; a call refused with ``ExpiredToken`` drops them and is retried once.
+- Clients, credentials and the call counter come from ``lambda_rollouts.aws.clients.AwsClients``
+  (its contract applies): clients are cached per (region, role ARN), ``settings.aws_endpoint_url``
+  is used when set, a target's empty region falls back to ``settings.default_region``, a target's
+  ``role_arn`` is served with assumed-role credentials refreshed before they expire, and a call
+  refused with ``ExpiredToken`` drops them and is retried once. Pass ``clients`` to share one
+  cache (and one ``calls`` counter) with the other AWS adapters; the session, clock, refresh
+  margin and client config are then the shared object's, and giving them here too is an error.
 - ``route`` sends exactly one ``UpdateAlias`` (with the caller's ``RevisionId``) and one
   ``GetAlias`` read-back; the request is shaped by ``weights.alias_write``.
 - "Not found" is told apart without trusting message wording alone: when the message does not
@@ -16,25 +17,32 @@ Contract (on top of ``lambda_rollouts.aws.router``):
   operator needs anyway for ``get_version``) decides whether the function exists.
 - ``calls`` counts API operations by name (``GetAlias``, ``UpdateAlias``, ``AssumeRole``...),
   one per logical call, retries by botocore not included; it is fed by a botocore event hook,
-  so it also sees calls that were injected or failed.
+  so it also sees calls that were injected or failed. With shared ``clients`` it counts the calls
+  of every adapter sharing them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, TypeVar
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lambda_rollouts import __version__
-from lambda_rollouts.aws.errors import error_message, is_expired_token, translated
+from lambda_rollouts.aws.clients import (
+    DEFAULT_REFRESH_MARGIN,
+    SESSION_NAME,
+    AssumedCredentials,
+    AwsClients,
+    Clock,
+    SessionFactory,
+    default_client_config,
+    utc_now,
+)
+from lambda_rollouts.aws.errors import error_message, translated
 from lambda_rollouts.aws.weights import alias_write, require_published_version, routing_to_percent
 from lambda_rollouts.errors import (
     AliasConflictError,
@@ -47,48 +55,24 @@ from lambda_rollouts.observed import AliasState, Target, VersionInfo
 from lambda_rollouts.settings import Settings
 
 if TYPE_CHECKING:
-    from botocore.model import OperationModel
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_lambda.type_defs import (
         AliasConfigurationResponseTypeDef,
         FunctionConfigurationResponseTypeDef,
     )
-    from mypy_boto3_sts import STSClient
 
-SESSION_NAME = "lambda-rollouts"
-DEFAULT_REFRESH_MARGIN = timedelta(minutes=5)
+# The client cache's names are importable from here too, for code that only knows the router.
+__all__ = [
+    "DEFAULT_REFRESH_MARGIN",
+    "SESSION_NAME",
+    "AssumedCredentials",
+    "BotoAliasRouter",
+    "Clock",
+    "SessionFactory",
+    "default_client_config",
+]
 
-Clock = Callable[[], datetime]
-SessionFactory = Callable[[], boto3.session.Session]
 _Result = TypeVar("_Result")
-
-
-@dataclass(frozen=True)
-class AssumedCredentials:
-    access_key_id: str
-    secret_access_key: str
-    session_token: str
-    expiration: datetime
-
-
-@dataclass(frozen=True)
-class _CachedClient:
-    client: LambdaClient
-    # The credentials the client was built with; a refresh makes the entry stale.
-    credentials: AssumedCredentials | None
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def default_client_config() -> Config:
-    return Config(
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=5,
-        read_timeout=20,
-        user_agent_extra=f"lambda-rollouts/{__version__}",
-    )
 
 
 class BotoAliasRouter:
@@ -99,23 +83,38 @@ class BotoAliasRouter:
         settings: Settings,
         session_factory: SessionFactory | None = None,
         *,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
         client_config: Config | None = None,
+        clients: AwsClients | None = None,
     ) -> None:
+        if clients is None:
+            clients = AwsClients(
+                settings,
+                session_factory,
+                clock=clock,
+                refresh_margin=refresh_margin,
+                client_config=client_config,
+            )
+        elif (
+            session_factory is not None
+            or client_config is not None
+            or clock is not utc_now
+            or refresh_margin != DEFAULT_REFRESH_MARGIN
+        ):
+            # Silently ignoring them would leave the caller believing they took effect.
+            raise ValueError("pass the session, clock, refresh margin and client config to AwsClients")
         self._settings = settings
-        self._session_factory: SessionFactory = session_factory or boto3.session.Session
-        self._clock = clock
-        self._refresh_margin = refresh_margin
-        self._client_config = client_config or default_client_config()
-        self.calls: Counter[str] = Counter()
-        self._calls_lock = threading.Lock()
-        # Guards the session and the caches; clients themselves are thread-safe, sessions are not.
-        self._lock = threading.RLock()
-        self._session: boto3.session.Session | None = None
-        self._lambda_clients: dict[tuple[str, str | None], _CachedClient] = {}
-        self._sts_clients: dict[str, STSClient] = {}
-        self._credentials: dict[str, AssumedCredentials] = {}
+        self._clients = clients
+
+    @property
+    def calls(self) -> Counter[str]:
+        """API operations by name, counted by the (possibly shared) ``AwsClients``."""
+        return self._clients.calls
+
+    @property
+    def clients(self) -> AwsClients:
+        return self._clients
 
     # -- the AliasRouter interface -------------------------------------------------------------
 
@@ -150,88 +149,18 @@ class BotoAliasRouter:
 
     def lambda_client(self, region: str, role_arn: str | None = None) -> LambdaClient:
         """The cached Lambda client for (region, role), assuming the role if needed. Blocking."""
-        with self._lock:
-            credentials = self._assumed_credentials(role_arn, region) if role_arn else None
-            cached = self._lambda_clients.get((region, role_arn))
-            if cached is None or cached.credentials is not credentials:
-                client = self._base_session().client(
-                    "lambda",
-                    region_name=region,
-                    endpoint_url=self._settings.aws_endpoint_url,
-                    config=self._client_config,
-                    aws_access_key_id=credentials.access_key_id if credentials else None,
-                    aws_secret_access_key=credentials.secret_access_key if credentials else None,
-                    aws_session_token=credentials.session_token if credentials else None,
-                )
-                self._count_calls_of(client)
-                cached = _CachedClient(client=client, credentials=credentials)
-                self._lambda_clients[(region, role_arn)] = cached
-            return cached.client
+        return self._clients.client("lambda", region, role_arn)
 
     def forget_credentials(self, role_arn: str) -> None:
         """Drop cached credentials for a role, so the next call assumes it again."""
-        with self._lock:
-            self._credentials.pop(role_arn, None)
-
-    def _base_session(self) -> boto3.session.Session:
-        if self._session is None:
-            self._session = self._session_factory()
-        return self._session
-
-    def _sts_client(self, region: str) -> STSClient:
-        client = self._sts_clients.get(region)
-        if client is None:
-            client = self._base_session().client(
-                "sts",
-                region_name=region,
-                endpoint_url=self._settings.aws_endpoint_url,
-                config=self._client_config,
-            )
-            self._count_calls_of(client)
-            self._sts_clients[region] = client
-        return client
-
-    def _assumed_credentials(self, role_arn: str, region: str) -> AssumedCredentials:
-        cached = self._credentials.get(role_arn)
-        if cached is not None and self._clock() < cached.expiration - self._refresh_margin:
-            return cached
-        with translated("AssumeRole", not_found=AwsError):
-            response = self._sts_client(region).assume_role(
-                RoleArn=role_arn,
-                RoleSessionName=SESSION_NAME,
-                DurationSeconds=self._settings.assume_role_session_seconds,
-            )
-        issued = response["Credentials"]
-        fresh = AssumedCredentials(
-            access_key_id=issued["AccessKeyId"],
-            secret_access_key=issued["SecretAccessKey"],
-            session_token=issued["SessionToken"],
-            expiration=issued["Expiration"],
-        )
-        self._credentials[role_arn] = fresh
-        return fresh
-
-    def _count_calls_of(self, client: LambdaClient | STSClient) -> None:
-        # provide-client-params fires once per API call, before any handler can short-circuit it.
-        client.meta.events.register("provide-client-params", self._count_call)
-
-    def _count_call(self, model: OperationModel, **_: Any) -> None:
-        with self._calls_lock:
-            self.calls[model.name] += 1
+        self._clients.forget_credentials(role_arn)
 
     def _region(self, target: Target) -> str:
         return target.region or self._settings.default_region
 
     def _call(self, target: Target, request: Callable[[LambdaClient], _Result]) -> _Result:
         """Run one request with the target's client, once more if assumed credentials expired."""
-        client = self.lambda_client(self._region(target), target.role_arn)
-        try:
-            return request(client)
-        except ClientError as exc:
-            if target.role_arn is None or not is_expired_token(exc):
-                raise
-            self.forget_credentials(target.role_arn)
-        return request(self.lambda_client(self._region(target), target.role_arn))
+        return self._clients.call("lambda", self._region(target), target.role_arn, request)
 
     # -- the blocking halves -------------------------------------------------------------------
 
@@ -357,4 +286,5 @@ def _version_info(response: FunctionConfigurationResponseTypeDef, version: str) 
         role=response.get("Role", ""),
         dead_letter_target_arn=response.get("DeadLetterConfig", {}).get("TargetArn"),
         code_sha256=response.get("CodeSha256", ""),
+        function_arn=response.get("FunctionArn", ""),
     )

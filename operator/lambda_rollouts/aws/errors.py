@@ -9,11 +9,16 @@ second (STS reports throttling as a 400 ``Throttling``, so the status alone woul
   by default; a version for version reads)
 - ``PreconditionFailedException`` (412, stale ``RevisionId``), ``ResourceConflictException``
   (409, an update in progress or the alias exists) -> ``AliasConflictError``
-- ``TooManyRequestsException``, ``Throttling*``, 429 -> ``ThrottledError``
+- ``TooManyRequestsException``, ``Throttling`` (CloudWatch, STS), ``ThrottlingException``, 429
+  -> ``ThrottledError``
+- ``InternalServiceError`` / ``InternalServiceFault`` (CloudWatch), ``ServiceException`` (Lambda)
+  and the like -> ``AwsError`` (transient), whatever status they come with
 - ``AccessDenied*``, ``UnrecognizedClientException``, ``ExpiredToken*``, invalid signatures,
   403 -> ``AccessDeniedError``
 - missing or partial credentials -> ``CredentialsMissingError``
-- ``InvalidParameterValueException``, ``ValidationException``, other 4xx -> ``InvalidRequestError``
+- ``InvalidParameter*`` (Lambda's ``InvalidParameterValueException``, CloudWatch's
+  ``InvalidParameterValue`` and ``InvalidParameterCombination``), ``MissingParameter``,
+  ``ValidationException`` / ``ValidationError``, other 4xx -> ``InvalidRequestError``
 - 5xx, timeouts, refused connections, anything else -> ``AwsError`` (transient)
 """
 
@@ -65,6 +70,18 @@ THROTTLING_CODES = frozenset(
         "SlowDown",
     }
 )
+# Faults on AWS's side; named so that an unusual status code cannot make them look permanent.
+SERVICE_FAULT_CODES = frozenset(
+    {
+        "InternalServiceError",
+        "InternalServiceFault",
+        "InternalFailure",
+        "InternalError",
+        "ServiceException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+    }
+)
 ACCESS_DENIED_CODES = frozenset(
     {
         "UnrecognizedClientException",
@@ -83,6 +100,8 @@ INVALID_REQUEST_CODES = frozenset(
         "ValidationError",
         "InvalidParameterException",
         "MalformedPolicyDocument",
+        "MissingParameter",
+        "InvalidNextToken",
     }
 )
 
@@ -143,6 +162,8 @@ def _translate_client_error(exc: ClientError, operation: str, not_found: NotFoun
         return AliasConflictError(message)
     if code in THROTTLING_CODES:
         return ThrottledError(message)
+    if code in SERVICE_FAULT_CODES:
+        return AwsError(message)
     if (
         code in ACCESS_DENIED_CODES
         or code.startswith("AccessDenied")
@@ -150,7 +171,7 @@ def _translate_client_error(exc: ClientError, operation: str, not_found: NotFoun
         or code.startswith("RequestExpired")
     ):
         return AccessDeniedError(message)
-    if code in INVALID_REQUEST_CODES:
+    if code in INVALID_REQUEST_CODES or code.startswith("InvalidParameter"):
         return InvalidRequestError(message)
     return _translate_status(status, message, not_found)
 

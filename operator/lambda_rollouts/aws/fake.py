@@ -47,7 +47,8 @@ from lambda_rollouts.errors import (
 )
 from lambda_rollouts.observed import AliasState, Target, VersionInfo
 
-DEFAULT_ROLE = "arn:aws:iam::123456789012:role/lambda-execution"
+FAKE_ACCOUNT = "123456789012"
+DEFAULT_ROLE = f"arn:aws:iam::{FAKE_ACCOUNT}:role/lambda-execution"
 
 
 @dataclass
@@ -214,7 +215,8 @@ class FakeLambda:
     async def get_version(self, target: Target, version: str) -> VersionInfo:
         self._begin("GetFunctionConfiguration")
         require_published_version(version, "requested")
-        found = self._version(self._function(target.function_name), version)
+        function = self._function(target.function_name)
+        found = self._version(function, version)
         return VersionInfo(
             version=found.version,
             state=found.state,
@@ -222,6 +224,7 @@ class FakeLambda:
             role=found.role,
             dead_letter_target_arn=found.dead_letter_target_arn,
             code_sha256=found.code_sha256,
+            function_arn=f"arn:aws:lambda:{target.region}:{FAKE_ACCOUNT}:function:{function.name}:{found.version}",
         )
 
     # -- Lambda's rules ------------------------------------------------------------------------

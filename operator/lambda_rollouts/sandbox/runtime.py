@@ -26,10 +26,10 @@ from typing import Any
 import kopf
 
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
-from lambda_rollouts.aws.router import AliasRouter
 from lambda_rollouts.crd import build_crd
-from lambda_rollouts.handlers import Wiring, build_registry
+from lambda_rollouts.handlers import Wiring, build_registry, default_backends
 from lambda_rollouts.kube import ApiConnection
+from lambda_rollouts.reconcile import Backends
 from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
 from lambda_rollouts.sandbox.kube import KubernetesApiEmulator, run_kubernetes_emulator
 from lambda_rollouts.settings import Settings
@@ -56,12 +56,15 @@ def operator_wiring(
     """Wiring for an in-process operator that talks to the two emulators."""
     settings = Settings(default_region=region, aws_endpoint_url=aws_endpoint_url)
 
-    def router_factory(settings: Settings) -> AliasRouter:
-        router = BotoAliasRouter(settings, session_factory=lambda: sandbox_session(region))
-        routers.append(router)
-        return router
+    def backends_factory(settings: Settings) -> Backends:
+        backends = default_backends(settings, lambda: sandbox_session(region))
+        assert isinstance(backends.router, BotoAliasRouter)
+        routers.append(backends.router)
+        return backends
 
-    return Wiring(settings=settings, router_factory=router_factory, connection=ApiConnection(server=kube_url))
+    return Wiring(
+        settings=settings, backends_factory=backends_factory, connection=ApiConnection(server=kube_url)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,315 @@
+"""``AwsClients``: the boto3 session, the client cache and assumed-role credentials, shared.
+
+Contract:
+- ``client(service_name, region, role_arn, config=...)`` returns a cached boto3 client. Blocking
+  (client creation and credential resolution do I/O): callers run it in a worker thread. The cache
+  key is (service, region, role ARN, the values of the effective client config), so two callers
+  asking for different timeouts get different clients and equal asks share one. An empty region
+  means ``settings.default_region``; ``settings.aws_endpoint_url`` is used when set.
+- The effective client config is ``default_client_config()`` (or the ``client_config`` given to
+  the constructor) merged with the per-call ``config``, whose explicitly set options win; the
+  project's user agent and retry policy therefore apply unless a caller overrides them.
+- A ``role_arn`` is served with credentials from STS ``AssumeRole`` (session name
+  ``lambda-rollouts``, lifetime ``settings.assume_role_session_seconds``), made with the base
+  session's credentials. They are reused until ``refresh_margin`` before they expire, then
+  assumed again, which also replaces every cached client built with the old ones.
+  ``forget_credentials`` drops them at once; ``call`` does so, and retries once, when a request
+  is refused with ``ExpiredToken``.
+- ``calls`` counts API operations by name (``GetAlias``, ``GetMetricData``, ``AssumeRole``...)
+  over every client made here, one per logical call, retries by botocore not included. It is fed
+  by a botocore event hook, so it also sees calls that were injected or failed.
+- Thread-safe: the session and the caches sit behind one lock (boto3 sessions are not
+  thread-safe; clients are).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from lambda_rollouts import __version__
+from lambda_rollouts.aws.errors import is_expired_token, translated
+from lambda_rollouts.errors import AwsError
+from lambda_rollouts.settings import Settings
+
+if TYPE_CHECKING:
+    from botocore.model import OperationModel
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_sts import STSClient
+
+SESSION_NAME = "lambda-rollouts"
+DEFAULT_REFRESH_MARGIN = timedelta(minutes=5)
+
+Clock = Callable[[], datetime]
+SessionFactory = Callable[[], boto3.session.Session]
+_Result = TypeVar("_Result")
+# A client config reduced to hashable values, so it can be part of a cache key.
+_ConfigKey = tuple[tuple[str, Hashable], ...]
+
+
+@dataclass(frozen=True)
+class AssumedCredentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expiration: datetime
+
+
+@dataclass(frozen=True)
+class _CachedClient:
+    client: BaseClient
+    # The credentials the client was built with; a refresh makes the entry stale.
+    credentials: AssumedCredentials | None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_client_config() -> Config:
+    return Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5,
+        read_timeout=20,
+        user_agent_extra=f"lambda-rollouts/{__version__}",
+    )
+
+
+class AwsClients:
+    """Cached boto3 clients per (service, region, role, config); see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: SessionFactory | None = None,
+        *,
+        clock: Clock = utc_now,
+        refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
+        client_config: Config | None = None,
+    ) -> None:
+        self.settings = settings
+        self._session_factory: SessionFactory = session_factory or boto3.session.Session
+        self._clock = clock
+        self._refresh_margin = refresh_margin
+        self._client_config = client_config or default_client_config()
+        self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
+        # Reentrant: building a client for a role builds (and caches) the STS client first.
+        self._lock = threading.RLock()
+        self._session: boto3.session.Session | None = None
+        self._clients: dict[tuple[str, str, str | None, _ConfigKey], _CachedClient] = {}
+        self._credentials: dict[str, AssumedCredentials] = {}
+
+    # -- clients -------------------------------------------------------------------------------
+
+    @overload
+    def client(
+        self,
+        service_name: Literal["lambda"],
+        region: str,
+        role_arn: str | None = None,
+        *,
+        config: Config | None = None,
+    ) -> LambdaClient: ...
+
+    @overload
+    def client(
+        self,
+        service_name: Literal["cloudwatch"],
+        region: str,
+        role_arn: str | None = None,
+        *,
+        config: Config | None = None,
+    ) -> CloudWatchClient: ...
+
+    @overload
+    def client(
+        self,
+        service_name: Literal["sts"],
+        region: str,
+        role_arn: str | None = None,
+        *,
+        config: Config | None = None,
+    ) -> STSClient: ...
+
+    @overload
+    def client(
+        self,
+        service_name: str,
+        region: str,
+        role_arn: str | None = None,
+        *,
+        config: Config | None = None,
+    ) -> BaseClient: ...
+
+    def client(
+        self,
+        service_name: str,
+        region: str,
+        role_arn: str | None = None,
+        *,
+        config: Config | None = None,
+    ) -> BaseClient:
+        """The cached client of a service for (region, role, config), assuming the role if needed.
+
+        Blocking. Raises the project's ``AwsError`` family when the role cannot be assumed.
+        """
+        region = region or self.settings.default_region
+        with self._lock:
+            credentials = self._assumed_credentials(role_arn, region) if role_arn else None
+            return self._cached_client(service_name, region, role_arn, credentials, config)
+
+    def forget_credentials(self, role_arn: str) -> None:
+        """Drop cached credentials for a role, so the next client for it assumes the role again."""
+        with self._lock:
+            self._credentials.pop(role_arn, None)
+
+    @overload
+    def call(
+        self,
+        service_name: Literal["lambda"],
+        region: str,
+        role_arn: str | None,
+        request: Callable[[LambdaClient], _Result],
+        *,
+        config: Config | None = None,
+    ) -> _Result: ...
+
+    @overload
+    def call(
+        self,
+        service_name: Literal["cloudwatch"],
+        region: str,
+        role_arn: str | None,
+        request: Callable[[CloudWatchClient], _Result],
+        *,
+        config: Config | None = None,
+    ) -> _Result: ...
+
+    @overload
+    def call(
+        self,
+        service_name: str,
+        region: str,
+        role_arn: str | None,
+        request: Callable[[BaseClient], _Result],
+        *,
+        config: Config | None = None,
+    ) -> _Result: ...
+
+    def call(
+        self,
+        service_name: str,
+        region: str,
+        role_arn: str | None,
+        request: Callable[[Any], _Result],
+        *,
+        config: Config | None = None,
+    ) -> _Result:
+        """Run ``request`` with the service's client; once more if the assumed credentials expired.
+
+        Blocking. Assumed-role credentials can stop working before their stated expiry (the role's
+        session was revoked, the clock is off); the cache would keep handing them out, so an
+        ``ExpiredToken`` refusal drops them and the request is retried once with fresh ones.
+        Errors other than that one are raised as botocore raised them: translating them is the
+        caller's job, since only the caller knows what "not found" means for its request.
+        """
+        client = self.client(service_name, region, role_arn, config=config)
+        try:
+            return request(client)
+        except ClientError as exc:
+            if role_arn is None or not is_expired_token(exc):
+                raise
+            self.forget_credentials(role_arn)
+        return request(self.client(service_name, region, role_arn, config=config))
+
+    # -- internals (called with the lock held) -------------------------------------------------
+
+    def _cached_client(
+        self,
+        service_name: str,
+        region: str,
+        role_arn: str | None,
+        credentials: AssumedCredentials | None,
+        config: Config | None,
+    ) -> BaseClient:
+        effective = self._client_config.merge(config) if config is not None else self._client_config
+        key = (service_name, region, role_arn, _config_key(effective))
+        cached = self._clients.get(key)
+        if cached is None or cached.credentials is not credentials:
+            # boto3-stubs types Session.client per service name only; the name here is a plain str.
+            make_client = cast(Callable[..., BaseClient], self._base_session().client)
+            client = make_client(
+                service_name,
+                region_name=region,
+                endpoint_url=self.settings.aws_endpoint_url,
+                # A copy: botocore rewrites the retry options of the config it is given in place,
+                # which would change the cache key of every later ask with the same config.
+                config=copy.deepcopy(effective),
+                aws_access_key_id=credentials.access_key_id if credentials else None,
+                aws_secret_access_key=credentials.secret_access_key if credentials else None,
+                aws_session_token=credentials.session_token if credentials else None,
+            )
+            # provide-client-params fires once per API call, before any handler can short-circuit it.
+            client.meta.events.register("provide-client-params", self._count_call)
+            cached = _CachedClient(client=client, credentials=credentials)
+            self._clients[key] = cached
+        return cached.client
+
+    def _base_session(self) -> boto3.session.Session:
+        if self._session is None:
+            self._session = self._session_factory()
+        return self._session
+
+    def _assumed_credentials(self, role_arn: str, region: str) -> AssumedCredentials:
+        cached = self._credentials.get(role_arn)
+        if cached is not None and self._clock() < cached.expiration - self._refresh_margin:
+            return cached
+        # STS is asked with the base session's credentials, in the target's region.
+        sts = cast("STSClient", self._cached_client("sts", region, None, None, None))
+        with translated("AssumeRole", not_found=AwsError):
+            response = sts.assume_role(
+                RoleArn=role_arn,
+                RoleSessionName=SESSION_NAME,
+                DurationSeconds=self.settings.assume_role_session_seconds,
+            )
+        issued = response["Credentials"]
+        fresh = AssumedCredentials(
+            access_key_id=issued["AccessKeyId"],
+            secret_access_key=issued["SecretAccessKey"],
+            session_token=issued["SessionToken"],
+            expiration=issued["Expiration"],
+        )
+        self._credentials[role_arn] = fresh
+        return fresh
+
+    def _count_call(self, model: OperationModel, **_: Any) -> None:
+        with self._calls_lock:
+            self.calls[model.name] += 1
+
+
+def _config_key(config: Config) -> _ConfigKey:
+    """Every option of a client config (defaults included), as hashable values."""
+    return tuple((name, _hashable(getattr(config, name, None))) for name in Config.OPTION_DEFAULTS)
+
+
+def _hashable(value: object) -> Hashable:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(key), _hashable(item)) for key, item in value.items()))
+    if isinstance(value, list | tuple | set | frozenset):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, Hashable):
+        return value
+    # Unhashable option values (none in botocore today) still tell configs apart by their text.
+    return repr(value)

@@ -1,0 +1,229 @@
+"""Hooks: a Lambda function or an HTTP endpoint asked whether the rollout may go on.
+
+Contract:
+- ``HookInvoker.invoke(target, hook, payload)`` calls the hook once per attempt, up to
+  ``1 + hook.retries`` attempts, each bounded by ``hook.timeout``; it returns the first success,
+  or the last failure. It never raises for a hook's own failure (error answer, timeout,
+  connection refused): those are a ``HookOutcome`` with ``succeeded=False`` and a message a person
+  can act on, without secrets (URLs are shown without credentials or query string).
+- Success, for a Lambda hook: the invocation returned no ``FunctionError`` and its answer is not
+  a JSON object whose ``status`` is ``failed`` (any case). For an HTTP hook: a 2xx answer whose
+  body, when it is a JSON object, has no ``status`` of ``failed``. An answer's ``message`` field,
+  when present, is quoted in the outcome.
+- The payload (``hook_payload``) names the rollout, the function, the alias, both versions, the
+  ARN of the new version and the hook point; it is sent as the Lambda event or the POST body.
+
+What this module provides to the invokers (``lambda_rollouts.aws.hook_invoker`` for Lambda
+hooks, ``lambda_rollouts.webhooks`` for HTTP hooks), so both keep the contract the same way:
+- ``invoke_with_retries`` runs the attempts: up to ``1 + hook.retries`` of them, stopping at the
+  first success, sleeping ``retry_delay_seconds`` after the first failure and twice as long after
+  each further one (never more than ``MAX_RETRY_DELAY_SECONDS``). It returns the first success or
+  the last failure with ``attempts`` set to the number of attempts made, and logs every attempt's
+  outcome at INFO (outcome messages are free of secrets, so the log is too).
+- ``judge_answer`` applies the success rule above to an answer's body: a body that is not a JSON
+  object (plain text, empty, not UTF-8) never fails a hook by itself.
+- ``HookDispatcher`` sends a hook with ``function_name`` to the Lambda invoker and a hook with
+  ``url`` to the HTTP invoker.
+- ``FakeHookInvoker`` is the invoker for tests: it records every call and answers what it was told
+  to, success by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+from lambda_rollouts.model import Hook, HookPoint
+from lambda_rollouts.observed import Target
+
+logger = logging.getLogger(__name__)
+
+# A hook that keeps failing is given time to recover, but a rollout never waits long between tries.
+MAX_RETRY_DELAY_SECONDS: Final = 30.0
+# Long enough to read a hook's explanation, short enough for a status condition or an Event.
+EXCERPT_LIMIT: Final = 200
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    succeeded: bool
+    message: str
+    attempts: int
+
+
+class HookInvoker(Protocol):
+    async def invoke(self, target: Target, hook: Hook, payload: Mapping[str, Any]) -> HookOutcome: ...
+
+
+def hook_payload(
+    *,
+    namespace: str,
+    name: str,
+    function_name: str,
+    alias: str,
+    stable_version: str,
+    new_version: str,
+    new_version_arn: str,
+    point: HookPoint,
+) -> dict[str, Any]:
+    return {
+        "rollout": {"namespace": namespace, "name": name},
+        "functionName": function_name,
+        "alias": alias,
+        "stableVersion": stable_version,
+        "newVersion": new_version,
+        "newVersionArn": new_version_arn,
+        "phase": point.value,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging an answer.
+
+
+def excerpt(text: str, limit: int = EXCERPT_LIMIT) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class AnswerJudgement:
+    """What a hook's answer body says: whether it lets the rollout go on, and why."""
+
+    succeeded: bool
+    # The answer's own ``message`` field, on one line and shortened; None when it has none.
+    message: str | None
+
+    def outcome_for(self, hook: Hook) -> HookOutcome:
+        """The outcome of one attempt that got this answer, with the hook's message quoted."""
+        quoted = f': "{self.message}"' if self.message else ""
+        if self.succeeded:
+            return HookOutcome(succeeded=True, message=f"{hook.describe()} succeeded{quoted}", attempts=1)
+        return HookOutcome(
+            succeeded=False, message=f'{hook.describe()} answered status "failed"{quoted}', attempts=1
+        )
+
+
+def judge_answer(body: bytes) -> AnswerJudgement:
+    """Judge an answer body by the success rule: only a JSON object can fail a hook."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        # Not JSON (ValueError also covers bytes that are not UTF-8), or nested too deeply to read:
+        # the hook answered without a verdict, and an answer without a verdict is not a failure.
+        return AnswerJudgement(succeeded=True, message=None)
+    if not isinstance(answer, dict):
+        return AnswerJudgement(succeeded=True, message=None)
+    status = answer.get("status")
+    failed = isinstance(status, str) and status.strip().lower() == "failed"
+    message = answer.get("message")
+    if message is None or message == "":
+        return AnswerJudgement(succeeded=not failed, message=None)
+    text = message if isinstance(message, str) else json.dumps(message)
+    return AnswerJudgement(succeeded=not failed, message=excerpt(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Retrying.
+
+# Makes attempt number N (counted from 1) and reports its outcome; ``attempts`` in it is ignored.
+Attempt = Callable[[int], Awaitable[HookOutcome]]
+
+
+def retry_delay(failed_attempts: int, retry_delay_seconds: float) -> float:
+    """Seconds to wait after the ``failed_attempts``-th failure before the next attempt."""
+    return min(retry_delay_seconds * 2.0 ** (failed_attempts - 1), MAX_RETRY_DELAY_SECONDS)
+
+
+async def invoke_with_retries(
+    hook: Hook, attempt: Attempt, *, retry_delay_seconds: float = 1.0
+) -> HookOutcome:
+    """Make up to ``1 + hook.retries`` attempts; return the first success or the last failure."""
+    allowed = 1 + hook.retries
+    number = 1
+    while True:
+        outcome = await attempt(number)
+        logger.info(
+            "hook attempt %d of %d %s: %s",
+            number,
+            allowed,
+            "succeeded" if outcome.succeeded else "failed",
+            outcome.message,
+        )
+        if outcome.succeeded or number == allowed:
+            return replace(outcome, attempts=number)
+        await asyncio.sleep(retry_delay(number, retry_delay_seconds))
+        number += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the invoker.
+
+
+class HookDispatcher:
+    """``HookInvoker`` that hands each hook to the invoker for its kind of target."""
+
+    def __init__(self, lambda_invoker: HookInvoker, http_invoker: HookInvoker) -> None:
+        self.lambda_invoker = lambda_invoker
+        self.http_invoker = http_invoker
+
+    async def invoke(self, target: Target, hook: Hook, payload: Mapping[str, Any]) -> HookOutcome:
+        if hook.function_name is not None:
+            return await self.lambda_invoker.invoke(target, hook, payload)
+        if hook.url is not None:
+            return await self.http_invoker.invoke(target, hook, payload)
+        # The model admits no such hook; reaching this is a bug, not a hook that failed.
+        raise ValueError("a hook needs a functionName or a url")
+
+
+# ---------------------------------------------------------------------------------------------
+# The fake, for tests.
+
+# A queued answer: True or False, or a whole outcome (its message and attempts kept as given).
+FakeAnswer = bool | HookOutcome
+
+
+class FakeHookInvoker:
+    """``HookInvoker`` for tests: answers what it was told to, and records what it was asked.
+
+    ``calls`` holds every ``(target, hook, payload)`` in order. ``answer(key, *outcomes)`` queues
+    outcomes for the hooks whose ``function_name`` or ``url`` equals ``key``; each ``invoke``
+    (which stands for all of a hook's attempts) takes one, and once the queue is empty the last
+    outcome taken repeats. A hook nobody queued anything for succeeds.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Target, Hook, Mapping[str, Any]]] = []
+        self._queued: dict[str, deque[FakeAnswer]] = {}
+        self._last: dict[str, FakeAnswer] = {}
+
+    def answer(self, key: str, *outcomes: FakeAnswer) -> None:
+        """Queue ``outcomes`` for the hooks whose function name or URL is ``key``."""
+        self._queued.setdefault(key, deque()).extend(outcomes)
+
+    async def invoke(self, target: Target, hook: Hook, payload: Mapping[str, Any]) -> HookOutcome:
+        # A copy: the caller may reuse or change its payload after the call.
+        self.calls.append((target, hook, dict(payload)))
+        key = hook.function_name if hook.function_name is not None else hook.url or ""
+        queued = self._queued.get(key)
+        if queued:
+            self._last[key] = queued.popleft()
+        return _fake_outcome(hook, self._last.get(key, True))
+
+
+def _fake_outcome(hook: Hook, answer: FakeAnswer) -> HookOutcome:
+    if isinstance(answer, HookOutcome):
+        return answer
+    if answer:
+        return HookOutcome(succeeded=True, message=f"{hook.describe()} succeeded", attempts=1)
+    return HookOutcome(
+        succeeded=False,
+        message=f"{hook.describe()} failed: the fake hook invoker was told to fail it",
+        attempts=1,
+    )

@@ -1,0 +1,142 @@
+"""``WebhookInvoker``: the ``HookInvoker`` for hooks with a ``url``, over aiohttp.
+
+Contract (on top of ``lambda_rollouts.hooks``):
+- Each attempt is one POST of the payload as JSON (``Content-Type: application/json``,
+  ``User-Agent: lambda-rollouts/<version>``) to ``hook.url``, bounded as a whole (connecting,
+  sending, reading the answer) by ``hook.timeout``. Credentials in the URL are sent as HTTP basic
+  authentication, as aiohttp does for any URL that carries them.
+- Success is a 2xx answer whose body ``judge_answer`` accepts. A 3xx answer is a failure naming
+  its status: a redirect is never followed, so a hook cannot be moved elsewhere without its spec
+  changing. Any other status is a failure naming the status and quoting at most
+  ``EXCERPT_LIMIT`` characters of the body.
+- An answer is read up to ``MAX_ANSWER_BYTES``; a longer one is a failure, since a verdict that
+  cannot be read whole cannot be trusted.
+- Timeouts, refused connections, name resolution and TLS failures are failed attempts with a
+  message saying what happened; they are never raised.
+- Messages and logs name the hook only through ``hook.describe()``: the raw URL (with its
+  credentials and query string) appears in neither. Errors are described by their kind, never by
+  their text, because aiohttp puts the full URL into some of them.
+- One ``aiohttp.ClientSession`` is created on first use and shared by every hook; ``close()``
+  releases it (a later ``invoke`` opens a new one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any, Final
+
+import aiohttp
+
+from lambda_rollouts import __version__
+from lambda_rollouts.hooks import EXCERPT_LIMIT, HookOutcome, excerpt, invoke_with_retries, judge_answer
+from lambda_rollouts.model import Hook
+from lambda_rollouts.observed import Target
+
+USER_AGENT: Final = f"lambda-rollouts/{__version__}"
+MAX_ANSWER_BYTES: Final = 1024 * 1024
+_READ_CHUNK_BYTES: Final = 64 * 1024
+
+
+class AnswerTooLargeError(Exception):
+    """The answer's body is longer than ``MAX_ANSWER_BYTES``."""
+
+
+class WebhookInvoker:
+    """``HookInvoker`` for HTTP hooks; see the module docstring for the contract."""
+
+    def __init__(self, *, retry_delay_seconds: float = 1.0) -> None:
+        self._retry_delay_seconds = retry_delay_seconds
+        self._session: aiohttp.ClientSession | None = None
+
+    async def invoke(self, target: Target, hook: Hook, payload: Mapping[str, Any]) -> HookOutcome:
+        if hook.url is None:
+            raise ValueError(f"{hook.describe()} has no url: it is not an HTTP hook")
+        url = hook.url
+        # Serialised once: every attempt sends the same bytes.
+        body = json.dumps(payload).encode()
+
+        async def attempt(number: int) -> HookOutcome:
+            return await self._post(hook, url, body)
+
+        return await invoke_with_retries(hook, attempt, retry_delay_seconds=self._retry_delay_seconds)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT},
+                # Each request carries its hook's own timeout; the session's default (5 minutes)
+                # would cut hooks that are allowed up to 15.
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def _post(self, hook: Hook, url: str, body: bytes) -> HookOutcome:
+        try:
+            async with self._client_session().post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=hook.timeout_seconds),
+            ) as response:
+                status = response.status
+                answer = await _read_limited(response)
+        except TimeoutError:
+            return _failure(f"{hook.describe()} timed out: no answer within {hook.timeout}")
+        except AnswerTooLargeError:
+            return _failure(f"{hook.describe()} answered with more than {MAX_ANSWER_BYTES} bytes")
+        except aiohttp.ClientError as error:
+            return _failure(f"{hook.describe()} could not be called: {_connection_trouble(error)}")
+        if 300 <= status < 400:
+            # The Location header is left out on purpose: it may carry credentials of its own.
+            return _failure(f"{hook.describe()} answered HTTP {status}, a redirect, which is not followed")
+        if not 200 <= status < 300:
+            text = excerpt(answer.decode("utf-8", errors="replace"), EXCERPT_LIMIT)
+            return _failure(f"{hook.describe()} answered HTTP {status}" + (f": {text}" if text else ""))
+        return judge_answer(answer).outcome_for(hook)
+
+
+async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(_READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise AnswerTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _failure(message: str) -> HookOutcome:
+    return HookOutcome(succeeded=False, message=message, attempts=1)
+
+
+def _connection_trouble(error: aiohttp.ClientError) -> str:
+    """What went wrong, in words that never include the URL (aiohttp's own texts may)."""
+    # The most specific kinds first: the certificate and TLS errors are connector errors too.
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return "its TLS certificate was not accepted"
+    if isinstance(error, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        cause = error.os_error
+        if isinstance(cause, socket.gaierror):
+            return f"its host name did not resolve ({cause.strerror})"
+        if cause.errno is not None and cause.errno > 0:
+            return f"cannot connect: {os.strerror(cause.errno)}"
+        return "cannot connect"
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "the answer was cut short"
+    if isinstance(error, aiohttp.InvalidURL):
+        return "its URL is not valid"
+    return type(error).__name__
