@@ -212,7 +212,11 @@ _UNITS: Final = {
 
 
 def _number(value: float) -> str:
-    return f"{value:.4g}" if value != int(value) else f"{int(value)}"
+    """A measured value as people read it: 12.5, 0.333333, 12345.6, 40 (never 1.2e+04)."""
+    if value == int(value):
+        return f"{int(value)}"
+    text = f"{value:.6g}"
+    return f"{value:.1f}" if "e" in text else text
 
 
 def _builtin_value(metric: BuiltinMetric, role: str, values: Mapping[str, tuple[float, ...]]) -> float | None:
@@ -380,7 +384,8 @@ def assess(analysis: AnalysisSettings, subject: Subject, readings: Readings) -> 
             return Measurement(verdict, "; ".join(chosen), tuple(results))
     return Measurement(
         Verdict.SUCCESSFUL,
-        f"{len(results)} checks passed over {_number(invocations)} invocations of version {subject.canary}",
+        f"{len(results)} check{'s' if len(results) != 1 else ''} passed over {_number(invocations)} "
+        f"invocations of version {subject.canary}",
         tuple(results),
     )
 

@@ -48,10 +48,12 @@ def default_backends(settings: Settings, session_factory: SessionFactory | None 
     from lambda_rollouts.webhooks import WebhookInvoker
 
     clients = AwsClients(settings, session_factory)
+    webhooks = WebhookInvoker()
     return Backends(
         router=BotoAliasRouter(settings, clients=clients),
         metrics=BotoMetricProvider(clients),
-        hooks=HookDispatcher(LambdaHookInvoker(clients), WebhookInvoker()),
+        hooks=HookDispatcher(LambdaHookInvoker(clients), webhooks),
+        closers=(webhooks.close,),
     )
 
 
@@ -125,10 +127,13 @@ class _OperatorState:
         self.connection: ApiConnection | None = wiring.connection
         self._service: RolloutService | None = None
         self._writer: StatusWriter | None = None
+        self._backends: Backends | None = None
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()
+        if self._backends is not None:
+            await self._backends.close()
 
     def service(self) -> RolloutService:
         if self._service is None:
@@ -136,7 +141,7 @@ class _OperatorState:
                 raise kopf.PermanentError("the operator has no Kubernetes connection to write status with")
             wiring = self.wiring
             self._writer = wiring.writer_factory(self.connection)
-            backends = wiring.backends_factory(wiring.settings)
+            backends = self._backends = wiring.backends_factory(wiring.settings)
             self._service = RolloutService(
                 settings=wiring.settings,
                 router=backends.router,

@@ -89,12 +89,6 @@ class Reason(enum.StrEnum):
     ALARM_NOT_FOUND = "AlarmNotFound"
 
 
-# Reasons that end an attempt with a rollback: the rollout holds until spec.version changes.
-ROLLBACK_REASONS: Final = frozenset(
-    {Reason.ANALYSIS_FAILED, Reason.HOOK_FAILED, Reason.PROGRESS_DEADLINE_EXCEEDED}
-)
-
-
 class Verdict(enum.StrEnum):
     """The outcome of one measurement, or of one check within it."""
 

@@ -1,13 +1,26 @@
 """The pure planner: from what is wanted and what is observed, decide what to do next.
 
 Contract:
-- ``plan`` is a pure function of (spec, previous status, observed alias, generation, now). It
-  never reads a clock, AWS or Kubernetes. It returns a ``Plan``: the whole new status, at most one
+- ``plan`` is a pure function of (spec, previous status, observed alias, generation, now, answers).
+  It never reads a clock, AWS or Kubernetes. It returns a ``Plan``: the whole new status, at most one
   alias write, the Events to post, and when to look again. The status it returns assumes the write
   succeeds; when the write fails the caller plans a failure instead (``plan_failure``).
-- Before the first write toward a new canary, the planner asks the caller to verify the two
-  versions (``Plan.verify``); the caller runs the pre-flight checks (``check_compatible`` on the
-  two ``VersionInfo``) and calls ``plan`` again with ``verified`` set.
+- When it needs to know something, the plan asks one question instead (``verify``, ``measure`` or
+  ``run_hook``); the caller finds out and calls ``plan`` again with the answer in ``Answers``, at
+  the same ``now``. Before the first write toward a new canary it asks for the pre-flight checks of
+  both versions and of every alarm the analyses name; before any traffic moves, for the
+  beforeAllowTraffic hook; when a measurement is due, for the readings (one request carrying every
+  query); before promotion, for the confirmPromotion gate; after it, for the afterAllowTraffic hook.
+- Analysis: the background analysis (``spec.analysis``) measures every interval while traffic is
+  split, except during an analysis step, which measures the step's checks (its unset fields come
+  from ``spec.analysis``) and blocks until enough successes in a row. Verdicts are in
+  ``analysis``; an inconclusive measurement holds the rollout (phase Paused) or counts as a failure
+  or a pass, as ``onInconclusive`` says.
+- Rollback: a failed analysis, a failed hook, or no progress for ``progressDeadlineSeconds`` (time
+  in timed pauses, indefinite pauses and ``spec.paused`` excepted) sends all traffic to the stable
+  version in the write of that same pass. The rollout is then Degraded with Stalled=True and the
+  reason, and holds (re-sending the rollback write if it did not land) until ``spec.version``
+  changes; it never tries the same version again on its own.
 - The stable version is the one that serves all traffic when the rollout goes back. It comes from
   the status while the alias agrees with it, and from the alias otherwise (restarts, adoption,
   aliases left split by CodeDeploy or by hand).
@@ -668,8 +681,10 @@ class _Work:
     background: AnalysisStatus | None = None
     step_run: AnalysisStatus | None = None
     hooks: dict[HookPoint, HookStatus] = field(default_factory=dict)
-    # Set once this pass has used the measurement or hook answer it was given.
+    # Set once this pass has used the measurement it was given.
     measurement_used: bool = False
+    # Whether the background analysis measures in this pass (traffic split, no analysis step).
+    background_active: bool = False
 
     def __post_init__(self) -> None:
         self.started = self.context.now
@@ -751,7 +766,10 @@ class _Work:
         holding: str | None = None
         background = spec.background_analysis()
         current = self.steps[self.index] if self.index < len(self.steps) else None
-        if background is not None and 0 < self.weight < 100 and not isinstance(current, Analyze):
+        self.background_active = (
+            background is not None and 0 < self.weight < 100 and not isinstance(current, Analyze)
+        )
+        if background is not None and self.background_active:
             run = self.background or start_run(None, background, now=self.now)
             self.background = run
             if self._due(run):
@@ -837,7 +855,7 @@ class _Work:
     ) -> Plan:
         """Nothing to write this pass. ``counts``: the wait counts toward progressDeadlineSeconds."""
         due = [due_in] if due_in is not None else []
-        if self.background is not None and 0 < self.weight < 100 and self.context.spec.analysis is not None:
+        if self.background is not None and self.background_active:
             due.append(self._seconds_until(self.background.next_measurement_at))
         deadline = self.context.spec.progress_deadline_seconds
         if counts and deadline is not None:

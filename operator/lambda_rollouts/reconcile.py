@@ -2,17 +2,20 @@
 
 Contract:
 - ``RolloutService.reconcile`` makes one pass over one rollout: read the alias, ask the pure
-  planner, run the pre-flight checks when the planner asks for them, make at most one alias write
-  and read it back, then write the whole status in one request (only when it changed) and post
-  the plan's Events. Every project error becomes a status (``plan_failure``); nothing escapes
-  except ``ObjectGoneError`` (the rollout was deleted meanwhile) and bugs.
+  planner, answer its questions (pre-flight checks of both versions and of the named alarms; one
+  measurement through the ``MetricProvider``; a hook through the ``HookInvoker``) and ask again,
+  make at most one alias write and read it back, then write the whole status in one request (only
+  when it changed) and post the plan's Events. Every project error becomes a status
+  (``plan_failure``); nothing escapes except ``ObjectGoneError`` (the rollout was deleted
+  meanwhile) and bugs. A provider failure during a measurement is an answer (an ``Error``
+  verdict), never a failed reconcile, so it can never look like a failed version.
 - ``RolloutService.run`` is the per-rollout loop: reconcile, then sleep until the plan's next due
   time, the drift-check interval, a wake-up (spec changed) or a stop, whichever comes first.
   Nothing calls AWS while nothing is due except the drift check.
 - ``RolloutService.finalize`` makes deletion safe: mid-shift, all traffic goes back to the
   stable version first; a finished rollout leaves the alias alone.
 - Time comes from a ``Clock``; ``LoopClock`` follows the event loop, so fast-forwarded loops in
-  tests move the operator's clock with them.
+  tests move the operator's clock with them. One pass uses one instant for all its questions.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -71,6 +74,12 @@ class Backends:
     router: AliasRouter
     metrics: MetricProvider | None = None
     hooks: HookInvoker | None = None
+    # Run when the operator stops: sessions to close.
+    closers: tuple[Callable[[], Awaitable[None]], ...] = ()
+
+    async def close(self) -> None:
+        for close in self.closers:
+            await close()
 
 
 class EventSink(Protocol):

@@ -330,7 +330,8 @@ ALARM_REASON = "Threshold Crossed: 1 datapoint [5.0] was greater than the thresh
 
 
 def passed(checks: int, invocations: int = 100) -> str:
-    return f"{checks} checks passed over {invocations} invocations of version 2"
+    noun = "check" if checks == 1 else "checks"
+    return f"{checks} {noun} passed over {invocations} invocations of version 2"
 
 
 ASSESS_CASES = [
@@ -1086,7 +1087,7 @@ def test_record_error_keeps_the_previous_results_out() -> None:
     run = start_run(None, analysis, now=T0)
     first = record(
         run,
-        Measurement(SUC, "1 checks passed", (result("checkout-errors", SUC, "alarm checkout-errors is OK"),)),
+        Measurement(SUC, "1 check passed", (result("checkout-errors", SUC, "alarm checkout-errors is OK"),)),
         analysis,
         blocking=False,
         now=T0 + timedelta(seconds=30),

@@ -373,3 +373,21 @@ def test_transient_failures_past_the_deadline_abort_and_the_next_pass_rolls_back
     )
     after = planner.plan(spec, failed.status, run.alias, generation=1, now=later + timedelta(seconds=5))
     assert after.action == RouteTraffic("1", None, 0.0, run.alias.revision_id)
+
+
+def test_background_analysis_rests_during_an_analysis_step_and_resumes_after_it() -> None:
+    steps = [
+        {"setWeight": 10},
+        {"pause": {"duration": "3m"}},
+        {"analysis": {"interval": "2m", "consecutiveSuccessLimit": 2}},
+        {"setWeight": 50},
+        {"pause": {"duration": "2m"}},
+    ]
+    spec = make_spec(analysis=ERROR_RATE, strategy={"canary": {"steps": steps}})
+    run = drive(spec, until=3600)
+    # Background every minute at 10%; then the step's own interval (2m) twice; then background
+    # again at 50% (its first measurement is due at once: it rested past its due time).
+    assert [at for at, _ in run.measurements] == [60, 120, 180, 300, 420, 420, 480, 540]
+    assert run.writes == [(0, "1", {"2": 10.0}), (420, "1", {"2": 50.0}), (540, "2", {})]
+    intervals = {measure.analysis.interval_seconds for _, measure in run.measurements}
+    assert intervals == {60.0, 120.0}

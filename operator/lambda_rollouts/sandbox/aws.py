@@ -10,6 +10,9 @@ Contract:
 - ``seed_demo_function`` creates an execution role, a Python function from an in-memory zip,
   publishes versions 1 and 2 (with different code, as Lambda only publishes a new version when
   something changed) and an alias on version 1. It returns the names and ARNs it made.
+- ``publish_demo_release`` ships release N of that function the way a team does: new code, then
+  ``PublishVersion`` (description ``release N``); it returns the new version's number. The demo's
+  second scenario publishes release 3 with it, and the rollback benchmark its bad versions.
 - Every client made here carries ``SANDBOX_CREDENTIALS`` explicitly; the process environment is
   left alone. ``sandbox_session`` gives a boto3 session with the same dummy credentials.
 
@@ -188,9 +191,7 @@ def seed_demo_function(
         Description="lambda-rollouts sandbox demo",
     )["FunctionArn"]
     stable_version = lambda_client.publish_version(FunctionName=name, Description="release 1")["Version"]
-    # Publishing unchanged code returns the existing version (in Lambda and in moto).
-    lambda_client.update_function_code(FunctionName=name, ZipFile=_handler_zip(release=2))
-    canary_version = lambda_client.publish_version(FunctionName=name, Description="release 2")["Version"]
+    canary_version = _publish_release(lambda_client, name, release=2)
     seeded = {
         "region": region,
         "function_name": name,
@@ -206,6 +207,31 @@ def seed_demo_function(
         seeded["alias"] = alias
         seeded["alias_arn"] = created["AliasArn"]
     return seeded
+
+
+def publish_demo_release(
+    endpoint_url: str | None,
+    region: str,
+    release: int,
+    name: str = "checkout-api",
+    *,
+    session: boto3.session.Session | None = None,
+) -> str:
+    """Publish release ``release`` of a function made by ``seed_demo_function``; return its version.
+
+    Same arguments as ``seed_demo_function``. The new version shares the function's execution role
+    and dead-letter config, so the operator may split traffic between it and the earlier ones.
+    """
+    session = session or sandbox_session(region)
+    lambda_client: LambdaClient = session.client("lambda", region_name=region, endpoint_url=endpoint_url)
+    return _publish_release(lambda_client, name, release=release)
+
+
+def _publish_release(lambda_client: LambdaClient, name: str, *, release: int) -> str:
+    # Publishing unchanged code returns the existing version (in Lambda and in moto): each release
+    # gets its own code first.
+    lambda_client.update_function_code(FunctionName=name, ZipFile=_handler_zip(release=release))
+    return lambda_client.publish_version(FunctionName=name, Description=f"release {release}")["Version"]
 
 
 def _handler_zip(release: int) -> bytes:
