@@ -16,7 +16,8 @@ Contract:
 What this module provides to the invokers (``lambda_rollouts.aws.hook_invoker`` for Lambda
 hooks, ``lambda_rollouts.webhooks`` for HTTP hooks), so both keep the contract the same way:
 - ``invoke_with_retries`` runs the attempts: up to ``1 + hook.retries`` of them, stopping at the
-  first success, sleeping ``retry_delay_seconds`` after the first failure and twice as long after
+  first success or at a definite "no" (``HookOutcome.final``: a ``failed`` answer, an HTTP 4xx
+  other than 408 and 429), sleeping ``retry_delay_seconds`` after the first failure and twice as long after
   each further one (never more than ``MAX_RETRY_DELAY_SECONDS``). It returns the first success or
   the last failure with ``attempts`` set to the number of attempts made, and logs every attempt's
   outcome at INFO (outcome messages are free of secrets, so the log is too).
@@ -54,6 +55,9 @@ class HookOutcome:
     succeeded: bool
     message: str
     attempts: int
+    # A definite "no" from the hook itself (a "failed" answer, an HTTP 4xx): asking again would
+    # not change it, so it is not retried.
+    final: bool = False
 
 
 class HookInvoker(Protocol):
@@ -106,7 +110,10 @@ class AnswerJudgement:
         if self.succeeded:
             return HookOutcome(succeeded=True, message=f"{hook.describe()} succeeded{quoted}", attempts=1)
         return HookOutcome(
-            succeeded=False, message=f'{hook.describe()} answered status "failed"{quoted}', attempts=1
+            succeeded=False,
+            message=f'{hook.describe()} answered status "failed"{quoted}',
+            attempts=1,
+            final=True,
         )
 
 
@@ -156,7 +163,7 @@ async def invoke_with_retries(
             "succeeded" if outcome.succeeded else "failed",
             outcome.message,
         )
-        if outcome.succeeded or number == allowed:
+        if outcome.succeeded or outcome.final or number == allowed:
             return replace(outcome, attempts=number)
         await asyncio.sleep(retry_delay(number, retry_delay_seconds))
         number += 1

@@ -562,10 +562,12 @@ def _plan_on_stable(context: _Context, stable: str, canary: str | None) -> Plan:
         reason = _condition_reason(previous) or Reason.SUCCEEDED
         return Plan(_healthy(context, stable, Reason(reason), message))
     if _in_flight(previous) and previous.stable_version == stable and previous.canary_version:
-        message = (
-            f"rolled back to version {stable}: spec.version is the stable version "
-            f"(version {previous.canary_version} had no traffic)"
-        )
+        if previous.aborted_at is not None:
+            stalled = _condition_reason(previous, ConditionType.STALLED)
+            why = f"version {previous.canary_version} was rolled back ({stalled})"
+        else:
+            why = f"version {previous.canary_version} had no traffic"
+        message = f"rolled back to version {stable}: spec.version is the stable version ({why})"
         context.event(Reason.ROLLED_BACK, message)
         return Plan(_healthy(context, stable, Reason.ROLLED_BACK, message), events=tuple(context.events))
     message = f"version {stable} already serves all traffic on alias {context.spec.alias}"

@@ -26,6 +26,7 @@ import json
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 import aiohttp
@@ -100,7 +101,10 @@ class WebhookInvoker:
             return _failure(f"{hook.describe()} answered HTTP {status}, a redirect, which is not followed")
         if not 200 <= status < 300:
             text = excerpt(answer.decode("utf-8", errors="replace"), EXCERPT_LIMIT)
-            return _failure(f"{hook.describe()} answered HTTP {status}" + (f": {text}" if text else ""))
+            failure = _failure(f"{hook.describe()} answered HTTP {status}" + (f": {text}" if text else ""))
+            # A refusal (4xx) is the endpoint's answer; a timeout or throttling (408, 429) is not.
+            definite = 400 <= status < 500 and status not in _RETRYABLE_CLIENT_ERRORS
+            return replace(failure, final=definite)
         return judge_answer(answer).outcome_for(hook)
 
 
@@ -113,6 +117,9 @@ async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
             raise AnswerTooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+_RETRYABLE_CLIENT_ERRORS: Final = frozenset({408, 429})
 
 
 def _failure(message: str) -> HookOutcome:

@@ -163,18 +163,22 @@ async def test_a_function_error_fails_quoting_the_error(invoker: LambdaHookInvok
     )
 
 
-async def test_a_failed_status_in_the_answer_fails(invoker: LambdaHookInvoker, stubber: Stubber) -> None:
+async def test_a_failed_status_in_the_answer_fails_without_retrying(
+    clients: AwsClients, invoker: LambdaHookInvoker, stubber: Stubber
+) -> None:
     body = json.dumps({"status": "FAILED", "message": "smoke test 3 failed"}).encode()
-    for _ in range(3):
-        stubber.add_response("invoke", answer(body), EXPECTED_REQUEST)
+    stubber.add_response("invoke", answer(body), EXPECTED_REQUEST)
 
     outcome = await invoker.invoke(TARGET, HOOK, PAYLOAD)
 
+    # The hook ran and said no: asking again would not change its mind.
     assert outcome == HookOutcome(
         succeeded=False,
         message='function checkout-smoke:live answered status "failed": "smoke test 3 failed"',
-        attempts=3,
+        attempts=1,
+        final=True,
     )
+    assert clients.calls["Invoke"] == 1
 
 
 async def test_a_missing_function_fails_with_a_readable_message(
@@ -203,7 +207,7 @@ async def test_attempts_are_counted_up_to_the_first_success(
         service_message="Rate exceeded",
         http_status_code=429,
     )
-    stubber.add_response("invoke", answer(b'{"status": "failed"}'), EXPECTED_REQUEST)
+    stubber.add_response("invoke", answer(b'{"errorMessage": "boom"}', "Unhandled"), EXPECTED_REQUEST)
     stubber.add_response(
         "invoke", answer(b'{"status": "succeeded", "message": "all green"}'), EXPECTED_REQUEST
     )

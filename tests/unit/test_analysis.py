@@ -1110,3 +1110,22 @@ def test_record_error_keeps_the_previous_results_out() -> None:
         "lastMessage": "could not read the analysis data: boom",
         "results": [],
     }
+
+
+@pytest.mark.parametrize(
+    ("sums", "shown"),
+    [
+        ((12345.6 * 4, 4.0), "12345.6ms"),
+        ((1000.0, 3.0), "333.333ms"),
+        ((1600.0, 2.0), "800ms"),
+    ],
+    ids=["large", "repeating", "whole"],
+)
+def test_measured_values_read_as_people_write_them(sums: tuple[float, float], shown: str) -> None:
+    wire = {"metrics": [metric("average-duration", 100)]}
+    given = readings(
+        canary_invocations=(100.0,), canary_duration_sum=(sums[0],), canary_duration_count=(sums[1],)
+    )
+    measured = assess(wire, given)
+    assert measured.verdict == Verdict.FAILED
+    assert measured.message == f"average-duration of version 2 was {shown}, above max 100ms"

@@ -259,6 +259,7 @@ def test_judgement_outcome_names_the_hook_and_quotes_the_message() -> None:
         succeeded=False,
         message='webhook https://hooks.example.com/smoke answered status "failed": "smoke test 3 failed"',
         attempts=1,
+        final=True,
     )
     passed = judge_answer(b"OK").outcome_for(LAMBDA_HOOK)
     assert passed == HookOutcome(succeeded=True, message="function checkout-smoke:live succeeded", attempts=1)

@@ -391,3 +391,15 @@ def test_background_analysis_rests_during_an_analysis_step_and_resumes_after_it(
     assert run.writes == [(0, "1", {"2": 10.0}), (420, "1", {"2": 50.0}), (540, "2", {})]
     intervals = {measure.analysis.interval_seconds for _, measure in run.measurements}
     assert intervals == {60.0, 120.0}
+
+
+def test_setting_the_version_back_to_stable_closes_a_rolled_back_rollout() -> None:
+    run = drive(make_spec(analysis=ERROR_RATE), until=3600, read=healthy_traffic(errors=50))
+    done = drive(make_spec(analysis=ERROR_RATE, version="1"), until=5000, run=run, start=4000)
+    assert done.writes == run.writes[:2]
+    assert done.status.phase == "Healthy"
+    assert done.status.message == (
+        "rolled back to version 1: spec.version is the stable version (version 2 was rolled back "
+        "(AnalysisFailed))"
+    )
+    assert done.status.aborted_at is None

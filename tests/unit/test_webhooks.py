@@ -172,11 +172,24 @@ async def test_status_failed_in_a_200_fails_quoting_the_message(
 ) -> None:
     hook_server.script(Reply(200, json.dumps({"status": "failed", "message": "smoke test 3 failed"})))
     outcome = await invoker.invoke(TARGET, Hook(url=hook_server.url(), retries=1), PAYLOAD)
+    # A definite "no" is not asked again.
     assert outcome == HookOutcome(
         succeeded=False,
         message=f'webhook {hook_server.url()} answered status "failed": "smoke test 3 failed"',
-        attempts=2,
+        attempts=1,
+        final=True,
     )
+    assert len(hook_server.received) == 1
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(403, 1), (404, 1), (408, 3), (429, 3), (500, 3)])
+async def test_refusals_are_final_and_trouble_is_retried(
+    hook_server: HookServer, invoker: WebhookInvoker, status: int, attempts: int
+) -> None:
+    hook_server.script(*[Reply(status, "nope")] * 3)
+    outcome = await invoker.invoke(TARGET, Hook(url=hook_server.url(), retries=2), PAYLOAD)
+    assert (outcome.succeeded, outcome.attempts, outcome.final) == (False, attempts, attempts == 1)
+    assert len(hook_server.received) == attempts
 
 
 async def test_a_slow_answer_times_out(hook_server: HookServer, invoker: WebhookInvoker) -> None:
