@@ -5,7 +5,8 @@
   unless ``--namespace`` is given.
 - ``sandbox``: a local Kubernetes API emulator and AWS emulator with a seeded demo function and
   the operator, kept running; prints the variables to export for kubectl.
-- ``demo``: the sandbox, one example rollout shown step by step, a summary, exit 0.
+- ``demo``: the sandbox, a healthy canary and a failing release rolled back automatically, shown
+  step by step, with a summary; exit 0 when both end as they should.
 - ``crd``: print the CustomResourceDefinition.
 """
 
