@@ -30,7 +30,14 @@ from lambda_rollouts.hooks import HookDispatcher
 from lambda_rollouts.kube import ApiConnection, HttpStatusWriter, StatusWriter
 from lambda_rollouts.model import GROUP, PLURAL, VERSION
 from lambda_rollouts.planner import Event
-from lambda_rollouts.reconcile import Backends, Clock, LoopClock, RolloutRef, RolloutService
+from lambda_rollouts.reconcile import (
+    Backends,
+    Clock,
+    LoopClock,
+    ReconcileObserver,
+    RolloutRef,
+    RolloutService,
+)
 from lambda_rollouts.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,6 +74,8 @@ class Wiring:
     clock_factory: Callable[[], Clock] = LoopClock
     # None: log in like kubectl does (in-cluster service account, then the kubeconfig).
     connection: ApiConnection | None = None
+    # Told about every reconcile (metrics); None: nobody.
+    observer: ReconcileObserver | None = None
     # Told why when the operator cannot work at all (no credentials), so the caller can stop it.
     on_fatal: Callable[[str], None] = lambda message: None
 
@@ -149,6 +158,7 @@ class _OperatorState:
                 hooks=backends.hooks,
                 writer=self._writer,
                 clock=wiring.clock_factory(),
+                observer=wiring.observer,
             )
         return self._service
 

@@ -76,6 +76,15 @@ class Reason(enum.StrEnum):
     INVALID_REQUEST = "InvalidRequest"
     # Deletion.
     DELETING = "Deleting"
+    # Manual actions.
+    ABORTED = "Aborted"
+    ACTION_APPLIED = "ActionApplied"
+    ACTION_REJECTED = "ActionRejected"
+    PAUSED_BY_ACTION = "PausedByAction"
+    PROMOTED_BY_ACTION = "PromotedByAction"
+    # versionFrom.
+    NO_VERSION_MATCHES = "NoVersionMatches"
+    AMBIGUOUS_VERSION = "AmbiguousVersion"
     # Analysis and hooks.
     ANALYSIS_PASSED = "AnalysisPassed"
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
@@ -126,6 +135,42 @@ class HookResult(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     WAITING = "Waiting"
+
+
+class ManualAction(enum.StrEnum):
+    """What a person (or CI, or Argo CD) can ask of a rollout without editing its spec.
+
+    Asked through the annotation ``ACTION_ANNOTATION``, whose value is the action, optionally
+    followed by ``:`` and an id that the acknowledgement in ``status.lastAction`` repeats.
+    """
+
+    PROMOTE = "promote"  # move past the current wait: a pause, an analysis step, a hold, a gate
+    PROMOTE_FULL = "promote-full"  # skip every remaining step and analysis: promote now
+    ABORT = "abort"  # all traffic back to the stable version; holds like a rollback
+    RETRY = "retry"  # start the same version again after a rollback or an abort
+    PAUSE = "pause"  # hold where it is (like spec.paused, without editing the spec)
+    RESUME = "resume"  # undo pause
+
+
+class ActionResult(enum.StrEnum):
+    APPLIED = "Applied"
+    REJECTED = "Rejected"
+
+
+ACTION_ANNOTATION: Final = f"{GROUP}/action"
+ACTION_ID_PATTERN: Final = r"^[A-Za-z0-9._-]{1,64}$"
+
+
+def parse_action_request(value: str) -> tuple[ManualAction | None, str]:
+    """(action, id) from an annotation value like ``promote`` or ``promote:ci-123``.
+
+    The action is None when the value names none; the id is "" when the value has none.
+    """
+    name, _, action_id = value.strip().partition(":")
+    try:
+        return ManualAction(name.strip()), action_id.strip()
+    except ValueError:
+        return None, action_id.strip()
 
 
 class EventType(enum.StrEnum):
@@ -448,10 +493,26 @@ ROLE_ARN_PATTERN: Final = r"^arn:aws[a-zA-Z-]*:iam::[0-9]{12}:role/.+$"
 REGION_PATTERN: Final = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
 
 
+CODE_SHA256_PATTERN: Final = r"^[A-Za-z0-9+/]{43}=$"
+
+
+class VersionFrom(_Model):
+    """Find the published version by what a build knows: the code's hash (and a description)."""
+
+    code_sha256: str = Field(pattern=CODE_SHA256_PATTERN)
+    description: str | None = Field(default=None, max_length=256)
+
+    def describe(self) -> str:
+        described = f" and description {self.description!r}" if self.description is not None else ""
+        return f"codeSha256 {self.code_sha256}{described}"
+
+
 class RolloutSpec(_Model):
     function_name: str = Field(min_length=1, max_length=170)
     alias: str = Field(min_length=1, max_length=128, pattern=ALIAS_PATTERN)
-    version: str = Field(pattern=VERSION_PATTERN, max_length=10)
+    # Exactly one of version and versionFrom; the operator resolves versionFrom to a version.
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN, max_length=10)
+    version_from: VersionFrom | None = None
     region: str | None = Field(default=None, pattern=REGION_PATTERN)
     role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
     strategy: Strategy
@@ -459,6 +520,23 @@ class RolloutSpec(_Model):
     hooks: Hooks | None = None
     progress_deadline_seconds: int | None = Field(default=None, ge=1)
     paused: bool = False
+
+    @model_validator(mode="after")
+    def _one_version(self) -> RolloutSpec:
+        if (self.version is None) == (self.version_from is None):
+            raise ValueError("set exactly one of version, versionFrom")
+        return self
+
+    @property
+    def desired_version(self) -> str:
+        """The version to roll out; a versionFrom spec must be resolved first (``resolved``)."""
+        if self.version is None:
+            raise SpecError("spec.versionFrom has not been resolved to a version yet")
+        return self.version
+
+    def resolved(self, version: str) -> RolloutSpec:
+        """This spec with versionFrom resolved to ``version``."""
+        return self.model_copy(update={"version": version})
 
     @model_validator(mode="after")
     def _analysis_is_complete(self) -> RolloutSpec:
@@ -615,6 +693,18 @@ class AnalysisStatus(_Model):
     results: list[CheckResult] = Field(default_factory=list)
 
 
+class LastAction(_Model):
+    """The acknowledgement of the last manual action: what was asked, and what came of it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    action: str
+    id: str = ""
+    result: ActionResult
+    message: str = ""
+    at: str
+
+
 class HookStatus(_Model):
     """The latest outcome of one hook point for the current new version."""
 
@@ -659,6 +749,12 @@ class RolloutStatus(_Model):
     analysis: AnalysisStatus | None = None
     step_analysis: AnalysisStatus | None = None
     hooks: list[HookStatus] | None = None
+    # Set while a "pause" action holds the rollout (until "resume").
+    paused_by_action: bool | None = None
+    last_action: LastAction | None = None
+    # The published version that spec.versionFrom resolved to, and what it was resolved from.
+    resolved_version: str | None = None
+    resolved_from: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
     @classmethod

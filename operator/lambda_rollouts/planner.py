@@ -390,7 +390,7 @@ def plan(
     """Decide the next move of one rollout. See the module docstring for the contract."""
     answers = answers or Answers(verified=verified)
     steps = spec.steps()
-    desired = spec.version
+    desired = spec.desired_version
     verified = answers.verified or verified or status.verified_pair
 
     if alias is None:
@@ -480,7 +480,7 @@ def _plan_first_deployment(
     now: datetime,
     verified: str | None,
 ) -> Plan:
-    desired = spec.version
+    desired = spec.desired_version
     common = {"generation": generation, "now": now, "step_count": len(steps), "step_started_at": None}
     if spec.paused:
         message = f"alias {spec.alias} does not exist yet; paused by spec.paused before creating it"
@@ -583,7 +583,7 @@ def _condition_reason(status: RolloutStatus, kind: ConditionType = ConditionType
 
 
 def _plan_restore_stable(context: _Context, stable: str, canary: str) -> Plan:
-    desired = context.spec.version
+    desired = context.spec.desired_version
     message = (
         f"sending all traffic back to version {stable} (was {context.alias.percent_on(canary):g}% on "
         f"version {canary}) before rolling out version {desired}"
@@ -1127,7 +1127,7 @@ def plan_failure(
         and spec.version == status.canary_version
         and generation == status.observed_generation
     )
-    held = spec is not None and _rolled_back(status, spec.version)
+    held = spec is not None and _rolled_back(status, spec.version or "")
     if error.transient and (held or (status.phase == Phase.HEALTHY and unchanged)):
         return Plan(status.model_copy(update={"retry_count": attempt}), requeue_after=delay)
     reason: str = error.reason
@@ -1145,7 +1145,7 @@ def plan_failure(
             )
     else:
         phase = Phase.DEGRADED
-    canary = spec.version if spec is not None else status.canary_version
+    canary = (spec.version if spec is not None else None) or status.canary_version
     step_count = len(spec.steps()) if spec is not None else status.step_count
     new_status = status.model_copy(
         update={

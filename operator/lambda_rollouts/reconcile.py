@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -82,6 +83,22 @@ class Backends:
             await close()
 
 
+class ReconcileObserver(Protocol):
+    """Told about every pass, for metrics; it must be quick and must not raise."""
+
+    def reconciled(self, ref: RolloutRef, plan: planner.Plan, seconds: float) -> None: ...
+
+    def forgotten(self, ref: RolloutRef) -> None: ...
+
+
+class _NoObserver:
+    def reconciled(self, ref: RolloutRef, plan: planner.Plan, seconds: float) -> None:
+        pass
+
+    def forgotten(self, ref: RolloutRef) -> None:
+        pass
+
+
 class EventSink(Protocol):
     def post(self, event: planner.Event) -> None: ...
 
@@ -124,8 +141,10 @@ class RolloutService:
         clock: Clock,
         metrics: MetricProvider | None = None,
         hooks: HookInvoker | None = None,
+        observer: ReconcileObserver | None = None,
     ) -> None:
         self._settings = settings
+        self._observer: ReconcileObserver = observer or _NoObserver()
         self._router = router
         self._metrics = metrics
         self._hooks = hooks
@@ -151,6 +170,7 @@ class RolloutService:
         memory: LoopMemory | None = None,
     ) -> planner.Plan:
         memory = memory or LoopMemory()
+        started = time.monotonic()
         generation = body.get("metadata", {}).get("generation")
         raw_status = memory.current_status(dict(body.get("status") or {}))
         status = RolloutStatus.parse(raw_status)
@@ -172,6 +192,7 @@ class RolloutService:
             memory.status_read, memory.status_written = raw_status, new_status
         for event in plan.events:
             events.post(event)
+        self._observer.reconciled(ref, plan, time.monotonic() - started)
         return plan
 
     async def _plan_and_act(
@@ -331,6 +352,7 @@ class RolloutService:
             try:
                 plan = await self.reconcile(ref, read_body(), events, memory)
             except ObjectGoneError:
+                self._observer.forgotten(ref)
                 return
             except KubernetesError as exc:
                 # The status could not be written; the alias is as the next pass will read it.
@@ -346,6 +368,7 @@ class RolloutService:
 
     async def finalize(self, ref: RolloutRef, body: Mapping[str, Any], events: EventSink) -> None:
         """Before the rollout goes: send all traffic back to stable if it is deleted mid-shift."""
+        self._observer.forgotten(ref)
         status = RolloutStatus.parse(body.get("status"))
         try:
             spec = RolloutSpec.parse(body.get("spec"))
