@@ -68,6 +68,20 @@ class AlarmNotFoundError(AwsError):
     transient = False
 
 
+class NoVersionMatchesError(AwsError):
+    """spec.versionFrom matches no published version (yet)."""
+
+    reason = "NoVersionMatches"
+    transient = False
+
+
+class AmbiguousVersionError(AwsError):
+    """spec.versionFrom matches more than one published version."""
+
+    reason = "AmbiguousVersion"
+    transient = False
+
+
 class AliasConflictError(AwsError):
     """The alias changed since it was read (RevisionId mismatch) or an update is in progress."""
 

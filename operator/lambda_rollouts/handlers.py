@@ -28,7 +28,7 @@ import kopf
 from lambda_rollouts.errors import LambdaRolloutsError
 from lambda_rollouts.hooks import HookDispatcher
 from lambda_rollouts.kube import ApiConnection, HttpStatusWriter, StatusWriter
-from lambda_rollouts.model import GROUP, PLURAL, VERSION
+from lambda_rollouts.model import ACTION_ANNOTATION, GROUP, PLURAL, VERSION
 from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import (
     Backends,
@@ -41,20 +41,27 @@ from lambda_rollouts.reconcile import (
 from lambda_rollouts.settings import Settings
 
 if TYPE_CHECKING:
-    from lambda_rollouts.aws.clients import SessionFactory
+    from lambda_rollouts.aws.clients import CallObserver, SessionFactory
 
 FINALIZER = f"{GROUP}/finalizer"
 
 
-def default_backends(settings: Settings, session_factory: SessionFactory | None = None) -> Backends:
-    """The real AWS backends, sharing one client and credential cache."""
+def default_backends(
+    settings: Settings,
+    session_factory: SessionFactory | None = None,
+    on_aws_call: CallObserver | None = None,
+) -> Backends:
+    """The real AWS backends, sharing one client and credential cache.
+
+    ``on_aws_call`` is told about every AWS API call and its outcome (see ``AwsClients``).
+    """
     from lambda_rollouts.aws.boto_router import BotoAliasRouter
     from lambda_rollouts.aws.clients import AwsClients
     from lambda_rollouts.aws.cloudwatch import BotoMetricProvider
     from lambda_rollouts.aws.hook_invoker import LambdaHookInvoker
     from lambda_rollouts.webhooks import WebhookInvoker
 
-    clients = AwsClients(settings, session_factory)
+    clients = AwsClients(settings, session_factory, on_call=on_aws_call)
     webhooks = WebhookInvoker()
     return Backends(
         router=BotoAliasRouter(settings, clients=clients),
@@ -207,9 +214,14 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def wake_on_change(body: kopf.Body, memo: Any, **_: Any) -> None:
         generation = body.metadata.get("generation")
-        if memo.get("seen_generation") != generation:
+        action = body.metadata.annotations.get(ACTION_ANNOTATION)
+        if memo.get("seen_generation") != generation or (action and memo.get("seen_action") != action):
             memo["seen_generation"] = generation
+            memo["seen_action"] = action
             memo.setdefault("wakeup", asyncio.Event()).set()
+        elif not action:
+            # Taken by the operator: the same request made again later is a new one.
+            memo["seen_action"] = None
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def drive_rollout(

@@ -1,9 +1,12 @@
-"""Writing a rollout's status to the Kubernetes API.
+"""Writing a rollout's status (and taking its action requests) through the Kubernetes API.
 
 Contract: ``StatusWriter.write_status`` replaces the whole ``status`` of one LambdaRollout through
 the status subresource in one request (a JSON merge patch in which the keys the new status no
-longer has are set to null). A rollout that no longer exists raises ``ObjectGoneError``; any other
-failure raises ``KubernetesError`` (transient). ``RecordingStatusWriter`` is the fake for tests.
+longer has are set to null). ``StatusWriter.take_annotation`` removes one annotation only if it
+still has the value that was read (a JSON patch with a ``test`` operation), and says whether it
+did: the caller that removed it owns the request it carried, exactly once. A rollout that no
+longer exists raises ``ObjectGoneError``; any other failure raises ``KubernetesError``
+(transient). ``RecordingStatusWriter`` is the fake for tests.
 
 Kopf does not offer a public way to patch an object from a long-running daemon whenever we
 choose, so the operator keeps its own small client, authenticated with the same connection
@@ -47,6 +50,8 @@ class StatusWriter(Protocol):
         self, namespace: str, name: str, status: Mapping[str, Any], previous: Mapping[str, Any]
     ) -> None: ...
 
+    async def take_annotation(self, namespace: str, name: str, key: str, value: str) -> bool: ...
+
     async def close(self) -> None: ...
 
 
@@ -58,7 +63,17 @@ def status_merge_patch(status: Mapping[str, Any], previous: Mapping[str, Any]) -
 
 
 def _status_url(server: str, namespace: str, name: str) -> str:
-    return f"{server.rstrip('/')}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+    return f"{_object_url(server, namespace, name)}/status"
+
+
+def _object_url(server: str, namespace: str, name: str) -> str:
+    return f"{server.rstrip('/')}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+
+def annotation_removal(key: str, value: str) -> list[dict[str, Any]]:
+    """A JSON patch that removes annotation ``key`` only while it still holds ``value``."""
+    path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+    return [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
 
 
 class HttpStatusWriter:
@@ -123,6 +138,27 @@ class HttpStatusWriter:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubernetesError(f"writing the status of {namespace}/{name} failed: {exc!r}") from exc
 
+    async def take_annotation(self, namespace: str, name: str, key: str, value: str) -> bool:
+        url = _object_url(self._connection.server, namespace, name)
+        headers = {**self._headers(), "Content-Type": "application/json-patch+json"}
+        try:
+            async with self._get_session().patch(
+                url, json=annotation_removal(key, value), headers=headers
+            ) as response:
+                if response.status == 404:
+                    raise ObjectGoneError(f"LambdaRollout {namespace}/{name} no longer exists")
+                if response.status in (409, 422):
+                    return False  # changed since it was read: the next pass reads it again
+                if response.status >= 400:
+                    detail = await response.text()
+                    raise KubernetesError(
+                        f"removing annotation {key} of {namespace}/{name} failed with HTTP "
+                        f"{response.status}: {detail[:500]}"
+                    )
+                return True
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubernetesError(f"removing annotation {key} of {namespace}/{name} failed: {exc!r}") from exc
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -142,6 +178,12 @@ class RecordingStatusWriter:
     def __init__(self) -> None:
         self.writes: list[tuple[str, str, dict[str, Any]]] = []
         self.current: dict[tuple[str, str], dict[str, Any]] = {}
+        # (namespace, name, key, value) of every annotation taken.
+        self.taken: list[tuple[str, str, str, str]] = []
+
+    async def take_annotation(self, namespace: str, name: str, key: str, value: str) -> bool:
+        self.taken.append((namespace, name, key, value))
+        return True
 
     async def write_status(
         self, namespace: str, name: str, status: Mapping[str, Any], previous: Mapping[str, Any]

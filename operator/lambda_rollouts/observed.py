@@ -46,3 +46,4 @@ class VersionInfo:
     code_sha256: str = ""
     # The version's qualified ARN (arn:aws:lambda:<region>:<account>:function:<name>:<version>).
     function_arn: str = ""
+    description: str = ""

@@ -52,6 +52,7 @@ from lambda_rollouts.errors import (
     VersionNotActiveError,
 )
 from lambda_rollouts.model import (
+    ActionResult,
     AnalysisSettings,
     AnalysisStatus,
     Analyze,
@@ -63,6 +64,8 @@ from lambda_rollouts.model import (
     HookPoint,
     HookResult,
     HookStatus,
+    LastAction,
+    ManualAction,
     Pause,
     Phase,
     Reason,
@@ -332,6 +335,10 @@ class _Context:
     verified: str | None
     answers: Answers = field(default_factory=Answers)
     events: list[Event] = field(default_factory=list)
+    # Held by a "pause" action (like spec.paused, but not in the spec).
+    held_by_action: bool = False
+    # What a manual action asks of this pass: promote, promote-full or abort.
+    directive: ManualAction | None = None
 
     def event(self, reason: Reason, message: str, kind: EventType = EventType.NORMAL) -> None:
         self.events.append(Event(kind, reason, message))
@@ -377,6 +384,15 @@ def _step_label(index: int, steps: Sequence[Step]) -> str:
     return f"step {index + 1}/{len(steps)}"
 
 
+@dataclass(frozen=True)
+class ActionRequest:
+    """A manual action taken from the rollout's action annotation."""
+
+    action: ManualAction | None  # None: the annotation named no known action
+    id: str
+    value: str  # the annotation's value, as written
+
+
 def plan(
     spec: RolloutSpec,
     status: RolloutStatus,
@@ -386,17 +402,153 @@ def plan(
     now: datetime,
     verified: str | None = None,
     answers: Answers | None = None,
+    request: ActionRequest | None = None,
 ) -> Plan:
     """Decide the next move of one rollout. See the module docstring for the contract."""
     answers = answers or Answers(verified=verified)
+    held = bool(status.paused_by_action)
+    if request is None:
+        result = _plan(spec, status, alias, generation, now, answers, held=held, directive=None)
+        return _carry_action_state(result, status.last_action, held)
+    decision = _decide(request, spec, status, alias)
+    working = decision.status or status
+    held = decision.held if decision.held is not None else held
+    result = _plan(spec, working, alias, generation, now, answers, held=held, directive=decision.directive)
+    if result.verify or result.measure or result.run_hook:
+        return result
+    outcome = result.status.message or ""
+    message = f"{request.value.partition(':')[0]}: {decision.message or outcome}"
+    applied = decision.applied
+    ack = LastAction(
+        action=request.value.partition(":")[0],
+        id=request.id,
+        result=ActionResult.APPLIED if applied else ActionResult.REJECTED,
+        message=message,
+        at=format_time(now),
+    )
+    event = Event(
+        EventType.NORMAL if applied else EventType.WARNING,
+        Reason.ACTION_APPLIED if applied else Reason.ACTION_REJECTED,
+        message,
+    )
+    result = replace(result, events=(event, *result.events))
+    return _carry_action_state(result, ack, held)
+
+
+def reject_request(result: Plan, request: ActionRequest, why: str, *, now: datetime) -> Plan:
+    """Acknowledge ``request`` as rejected in a failure plan: it could not be applied."""
+    name = request.value.partition(":")[0]
+    message = f"{name}: could not be applied: {why}"
+    ack = LastAction(
+        action=name, id=request.id, result=ActionResult.REJECTED, message=message, at=format_time(now)
+    )
+    status = result.status.model_copy(update={"last_action": ack})
+    event = Event(EventType.WARNING, Reason.ACTION_REJECTED, message)
+    return replace(result, status=status, events=(event, *result.events))
+
+
+def _carry_action_state(result: Plan, last_action: LastAction | None, held: bool) -> Plan:
+    in_flight = result.status.phase in (Phase.PROGRESSING, Phase.PAUSED)
+    status = result.status.model_copy(
+        update={"last_action": last_action, "paused_by_action": True if held and in_flight else None}
+    )
+    return replace(result, status=status)
+
+
+@dataclass(frozen=True)
+class _Decision:
+    applied: bool
+    # For a rejection: why. For an applied action: None (the new status message says what it did).
+    message: str | None = None
+    directive: ManualAction | None = None
+    status: RolloutStatus | None = None  # the status to plan from, when the action changes it
+    held: bool | None = None  # the new "paused by action" state, when the action changes it
+
+
+_ACTIONS_TEXT = ", ".join(action.value for action in ManualAction)
+
+
+def _decide(
+    request: ActionRequest, spec: RolloutSpec, status: RolloutStatus, alias: AliasState | None
+) -> _Decision:
+    """Whether a manual action makes sense now, and what it changes."""
+    action, desired = request.action, spec.version
+    if action is None:
+        return _Decision(False, f"unknown action {request.value!r}: use one of {_ACTIONS_TEXT}")
+    in_flight = (
+        alias is not None
+        and status.phase in (Phase.PROGRESSING, Phase.PAUSED)
+        and status.canary_version == desired
+        and bool(status.stable_version)
+        and status.stable_version != desired
+    )
+    rolled_back = desired is not None and _rolled_back(status, desired)
+    where = _where(status, desired)
+    if action == ManualAction.RETRY:
+        if not rolled_back:
+            return _Decision(False, f"nothing to retry: {where}")
+        return _Decision(True, status=status.model_copy(update={"aborted_at": None}), held=False)
+    if action == ManualAction.RESUME:
+        if not status.paused_by_action:
+            extra = "; spec.paused is true: change it in the spec" if spec.paused else ""
+            return _Decision(False, f"nothing to resume: not paused by an action{extra}")
+        return _Decision(True, held=False)
+    if not in_flight:
+        return _Decision(False, f"nothing to {action.value}: {where}")
+    if action == ManualAction.PAUSE:
+        if status.paused_by_action:
+            return _Decision(False, "already paused by an action: resume to go on")
+        return _Decision(True, held=True)
+    if action == ManualAction.ABORT:
+        return _Decision(True, directive=ManualAction.ABORT, held=False)
+    if spec.paused:
+        return _Decision(False, "spec.paused is true: set it to false in the spec to go on")
+    # promote and promote-full also end a hold by a "pause" action: a person said go on.
+    return _Decision(True, directive=action, held=False)
+
+
+def _where(status: RolloutStatus, desired: str | None) -> str:
+    if status.phase == Phase.HEALTHY:
+        return f"version {status.canary_version} is Healthy"
+    if status.phase == Phase.DEGRADED and status.aborted_at is not None:
+        return f"version {status.canary_version} was rolled back; change spec.version or retry"
+    if status.phase == Phase.DEGRADED:
+        return f"the rollout is stalled: {status.message}"
+    if status.canary_version != desired:
+        return f"version {desired} has not started yet"
+    return "no rollout in flight"
+
+
+def _plan(
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    alias: AliasState | None,
+    generation: int | None,
+    now: datetime,
+    answers: Answers,
+    *,
+    held: bool,
+    directive: ManualAction | None,
+) -> Plan:
     steps = spec.steps()
     desired = spec.desired_version
-    verified = answers.verified or verified or status.verified_pair
+    verified = answers.verified or status.verified_pair
 
     if alias is None:
         return _plan_first_deployment(spec, status, steps, generation=generation, now=now, verified=verified)
 
-    context = _Context(spec, status, alias, generation, now, steps, verified, answers)
+    context = _Context(
+        spec,
+        status,
+        alias,
+        generation,
+        now,
+        steps,
+        verified,
+        answers,
+        held_by_action=held,
+        directive=directive,
+    )
     if _rolled_back(status, desired):
         return _plan_hold_rolled_back(context)
     stable, canary = _derive_pair(status, alias)
@@ -650,14 +802,19 @@ def _plan_progress(context: _Context, stable: str, canary: str, weight: float) -
         else:
             context.event(Reason.PROGRESSING, f"rolling out version {canary} over version {stable}")
 
-    if context.spec.paused:
+    if context.directive == ManualAction.ABORT:
+        return work.abort(Reason.ABORTED, "aborted by request")
+    if context.spec.paused or context.held_by_action:
         held_since = work.paused_at or now
         where = _step_label(work.index, steps) if work.index < len(steps) else "promotion"
-        message = f"paused by spec.paused at {where} with {weight:g}% on version {canary}"
+        by_spec = context.spec.paused
+        holder = "spec.paused" if by_spec else "a pause action"
+        reason = Reason.PAUSED_BY_SPEC if by_spec else Reason.PAUSED_BY_ACTION
+        message = f"paused by {holder} at {where} with {weight:g}% on version {canary}"
         if work.paused_at is None:
-            context.event(Reason.PAUSED_BY_SPEC, message)
+            context.event(reason, message)
         work.paused_at = held_since
-        return work.plan(work.status(message, Reason.PAUSED_BY_SPEC, phase=Phase.PAUSED))
+        return work.plan(work.status(message, reason, phase=Phase.PAUSED))
     if work.paused_at is not None:
         # The time held by spec.paused counts neither toward a timed pause nor toward the deadline.
         work.started = work.started + (now - work.paused_at)
@@ -687,10 +844,21 @@ class _Work:
     measurement_used: bool = False
     # Whether the background analysis measures in this pass (traffic split, no analysis step).
     background_active: bool = False
+    # A "promote" action that has not yet moved the rollout past a wait.
+    promote_pending: bool = False
 
     def __post_init__(self) -> None:
         self.started = self.context.now
         self.last_progress = self.context.now
+        self.promote_pending = self.context.directive == ManualAction.PROMOTE
+
+    def _promoted_past(self, what: str) -> bool:
+        """Use a pending "promote" to move past ``what``; False when there is none."""
+        if not self.promote_pending:
+            return False
+        self.promote_pending = False
+        self.context.event(Reason.PROMOTED_BY_ACTION, f"{what}: skipped by a promote action")
+        return True
 
     # -- building the result -------------------------------------------------------------------
 
@@ -765,6 +933,16 @@ class _Work:
                     f"beforeAllowTraffic hook ({before.describe()}) failed: {outcome.message}",
                 )
 
+        if context.directive == ManualAction.PROMOTE_FULL:
+            skipped = len(self.steps) - self.index
+            context.event(
+                Reason.PROMOTED_BY_ACTION,
+                f"{self.label()}: promote-full skips {skipped} remaining step(s) and every analysis",
+            )
+            self.index = len(self.steps)
+            self.progressed()
+            return self._promote()
+
         holding: str | None = None
         background = spec.background_analysis()
         current = self.steps[self.index] if self.index < len(self.steps) else None
@@ -789,6 +967,9 @@ class _Work:
                 self._note_measurement(tally, background=True)
                 if tally.outcome == Outcome.FAILED:
                     return self.abort(Reason.ANALYSIS_FAILED, f"analysis failed: {tally.message}")
+            if self.background.holding and self._promoted_past("an inconclusive analysis hold"):
+                self.background = self.background.model_copy(update={"holding": False})
+                self.progressed()
             if self.background.holding:
                 holding = self.background.last_message or "inconclusive"
 
@@ -810,6 +991,14 @@ class _Work:
                 status = self.status(message, Reason.PROGRESSING, weight=float(step.weight))
                 return self.plan(status, action=action, requeue_after=0.0)
             if isinstance(step, Pause):
+                remaining = (
+                    None if step.seconds is None else step.seconds - (self.now - self.started).total_seconds()
+                )
+                if (remaining is None or remaining > 0) and self._promoted_past(
+                    f"{label}: {describe_step(step)}"
+                ):
+                    self._next_step()
+                    continue
                 if step.seconds is None:
                     message = f"{label}: paused until promoted, {self.weight:g}% on version {self.canary}"
                     previous = context.previous
@@ -875,6 +1064,9 @@ class _Work:
     def _blocking_analysis(self, step: Analyze) -> Plan | None:
         """Run the analysis step at ``self.index``; None when it passed and the loop goes on."""
         analysis, label = step.analysis, self.label()
+        if self._promoted_past(f"{label}: analysis"):
+            self._next_step()
+            return None
         run = self.step_run
         if run is None or run.step_index != self.index:
             run = start_run(self.index, analysis, now=self.now)
@@ -1012,6 +1204,9 @@ class _Work:
     def _confirmation(self, confirm: ConfirmHook) -> Plan | None:
         """The confirmPromotion gate; None once it said yes."""
         point = HookPoint.CONFIRM_PROMOTION
+        if self._promoted_past("confirmPromotion"):
+            self._record_hook(point, confirm, HookAnswer(point, True, "confirmed by a promote action", 0))
+            return None
         waiting = self.hooks.get(point)
         outcome = self._hook_answer(point)
         if outcome is None:

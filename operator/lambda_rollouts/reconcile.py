@@ -35,22 +35,34 @@ from lambda_rollouts.aws.metrics import MetricProvider
 from lambda_rollouts.aws.router import AliasRouter
 from lambda_rollouts.errors import (
     AlarmNotFoundError,
+    AmbiguousVersionError,
     AwsError,
     FunctionNotFoundError,
     KubernetesError,
     LambdaRolloutsError,
+    NoVersionMatchesError,
     ObjectGoneError,
     SpecError,
 )
 from lambda_rollouts.hooks import HookInvoker, hook_payload
 from lambda_rollouts.kube import StatusWriter
-from lambda_rollouts.model import EventType, Reason, RolloutSpec, RolloutStatus
+from lambda_rollouts.model import (
+    ACTION_ANNOTATION,
+    EventType,
+    Reason,
+    RolloutSpec,
+    RolloutStatus,
+    parse_action_request,
+)
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+# How soon a manual action that met a transient error is tried again.
+_ACTION_RETRY = 5.0
 
 # A pass asks at most: verify, a hook, a measurement, another hook (promotion), then decides.
 _MAX_QUESTIONS = 6
@@ -115,6 +127,8 @@ class LoopMemory:
     status_read: dict[str, Any] | None = None
     status_written: dict[str, Any] | None = None
     alias_after_write: AliasState | None = None
+    # A manual action taken from the annotation whose acknowledgement is not written yet.
+    pending_request: planner.ActionRequest | None = None
 
     def current_status(self, raw_status: dict[str, Any]) -> dict[str, Any]:
         if self.status_written is not None and raw_status == self.status_read:
@@ -175,10 +189,11 @@ class RolloutService:
         raw_status = memory.current_status(dict(body.get("status") or {}))
         status = RolloutStatus.parse(raw_status)
         known_alias, memory.alias_after_write = memory.alias_after_write, None
+        request = await self._take_request(ref, body, memory)
         spec: RolloutSpec | None = None
         try:
             spec = RolloutSpec.parse(body.get("spec"))
-            plan = await self._plan_and_act(ref, spec, status, generation, known_alias, memory)
+            plan = await self._plan_and_act(ref, spec, status, generation, known_alias, memory, request)
         except ObjectGoneError:
             raise
         except LambdaRolloutsError as exc:
@@ -186,6 +201,15 @@ class RolloutService:
             plan = planner.plan_failure(
                 status, exc, spec=spec, generation=generation, now=self._clock(), backoff=self._backoff
             )
+            if request is not None and not exc.transient:
+                plan = planner.reject_request(plan, request, exc.message, now=self._clock())
+                memory.pending_request = None
+            elif request is not None:
+                # Not applied: the next pass tries again soon (it stays in memory, never re-read).
+                plan = replace(plan, requeue_after=min(plan.requeue_after or _ACTION_RETRY, _ACTION_RETRY))
+        else:
+            # Applied (or rejected) by this plan: never again, even if the status write fails.
+            memory.pending_request = None
         new_status = plan.status.to_wire()
         if new_status != raw_status:
             await self._writer.write_status(ref.namespace, ref.name, new_status, raw_status)
@@ -195,6 +219,23 @@ class RolloutService:
         self._observer.reconciled(ref, plan, time.monotonic() - started)
         return plan
 
+    async def _take_request(
+        self, ref: RolloutRef, body: Mapping[str, Any], memory: LoopMemory
+    ) -> planner.ActionRequest | None:
+        """The manual action to apply in this pass: one left over from a failed pass, or one taken
+        from the annotation now (removed first, so that it is applied once)."""
+        if memory.pending_request is not None:
+            return memory.pending_request
+        value = (body.get("metadata", {}).get("annotations") or {}).get(ACTION_ANNOTATION)
+        if not isinstance(value, str):
+            return None
+        if not await self._writer.take_annotation(ref.namespace, ref.name, ACTION_ANNOTATION, value):
+            return None  # changed or already taken: a later pass reads it again
+        action, action_id = parse_action_request(value)
+        memory.pending_request = planner.ActionRequest(action=action, id=action_id, value=value.strip())
+        logger.info("rollout %s: action %r requested", ref, value)
+        return memory.pending_request
+
     async def _plan_and_act(
         self,
         ref: RolloutRef,
@@ -203,15 +244,19 @@ class RolloutService:
         generation: int | None,
         known_alias: AliasState | None,
         memory: LoopMemory,
+        request: planner.ActionRequest | None = None,
     ) -> planner.Plan:
         target = self.target_of(spec)
+        spec, resolved = await self._resolve_version(target, spec, status)
         alias = known_alias or await self._router.get_alias(target)
         # One instant for the whole pass, so that every question the planner asks is about the
         # same moment as its final answer.
         now = self._clock()
         answers = planner.Answers()
         for _ in range(_MAX_QUESTIONS):
-            plan = planner.plan(spec, status, alias, generation=generation, now=now, answers=answers)
+            plan = planner.plan(
+                spec, status, alias, generation=generation, now=now, answers=answers, request=request
+            )
             if plan.verify is not None:
                 await self._verify(target, plan.verify)
                 answers = replace(answers, verified=plan.verify.pair)
@@ -223,6 +268,13 @@ class RolloutService:
                 break
         else:
             raise AssertionError(f"the planner kept asking questions: {plan}")
+        if resolved is not None:
+            plan = _with_status(
+                plan,
+                plan.status.model_copy(
+                    update={"resolved_version": resolved[0], "resolved_from": resolved[1]}
+                ),
+            )
         if plan.action is None:
             return plan
         served = await self._act(target, plan.action)
@@ -231,6 +283,39 @@ class RolloutService:
         canary = plan.status.canary_version
         weight = served.percent_on(canary) if canary else None
         return _with_status(plan, plan.status.model_copy(update={"canary_weight": weight}))
+
+    async def _resolve_version(
+        self, target: Target, spec: RolloutSpec, status: RolloutStatus
+    ) -> tuple[RolloutSpec, tuple[str, str] | None]:
+        """The spec with versionFrom resolved, and (version, what it was resolved from).
+
+        A resolution is kept in status and reused while versionFrom stays the same: Lambda never
+        changes a published version's code, so the answer cannot change either.
+        """
+        wanted = spec.version_from
+        if wanted is None:
+            return spec, None
+        key = wanted.describe()
+        if status.resolved_from == key and status.resolved_version:
+            return spec.resolved(status.resolved_version), (status.resolved_version, key)
+        versions = await self._router.list_versions(target)
+        matches = [
+            info.version
+            for info in versions
+            if info.code_sha256 == wanted.code_sha256
+            and (wanted.description is None or info.description == wanted.description)
+        ]
+        if not matches:
+            raise NoVersionMatchesError(
+                f"no published version of {target.function_name} has {key} ({len(versions)} versions "
+                "checked): publish it, or check the hash your build reported"
+            )
+        if len(matches) > 1:
+            raise AmbiguousVersionError(
+                f"versions {', '.join(matches)} of {target.function_name} all have {key}: add "
+                "versionFrom.description to tell them apart, or set spec.version"
+            )
+        return spec.resolved(matches[0]), (matches[0], key)
 
     async def _verify(self, target: Target, versions: planner.VerifyVersions) -> None:
         canary = await self._router.get_version(target, versions.canary)
