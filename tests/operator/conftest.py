@@ -70,6 +70,9 @@ class TimedRouter:
     async def get_version(self, target: Target, version: str) -> Any:
         return await self.fake.get_version(target, version)
 
+    async def list_versions(self, target: Target) -> Any:
+        return await self.fake.list_versions(target)
+
     def shape(self) -> list[tuple[str, dict[str, float]]]:
         return [(write.primary, write.routing) for write in self.writes]
 
@@ -94,6 +97,12 @@ class Api:
     async def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         headers = {"Content-Type": "application/merge-patch+json"}
         async with self.session.patch(f"{BASE}/{name}", json={"spec": spec}, headers=headers) as response:
+            assert response.status == 200, await response.text()
+
+    async def annotate(self, name: str, key: str, value: str | None) -> None:
+        headers = {"Content-Type": "application/merge-patch+json"}
+        body = {"metadata": {"annotations": {key: value}}}
+        async with self.session.patch(f"{BASE}/{name}", json=body, headers=headers) as response:
             assert response.status == 200, await response.text()
 
     async def delete(self, name: str) -> None:
