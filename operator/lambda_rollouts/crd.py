@@ -7,11 +7,12 @@ Contract:
 - The schema declares the fields of ``model.RolloutSpec`` with the same names, types, patterns,
   bounds, enums, maxItems and required fields. Its one-of and cross-field rules are CEL
   ``x-kubernetes-validations`` whose messages are the model's own words (a query's, computed with
-  ``messageExpression``, names the query as the model does): a strategy and a step each set exactly
-  one field, a hook names exactly one of functionName and url and a qualifier only with
-  functionName, a query has min or max and min <= max, throttles takes no maxRatioToStable, and
-  spec.analysis has at least one check. Metric and query names are unique per analysis through
-  ``x-kubernetes-list-type: map`` (the API server's "Duplicate value" error).
+  ``messageExpression``, names the query as the model does): a spec sets exactly one of version and
+  versionFrom, a strategy and a step each set exactly one field, a hook names exactly one of
+  functionName and url and a qualifier only with functionName, a query has min or max and
+  min <= max, throttles takes no maxRatioToStable, and spec.analysis has at least one check.
+  Metric and query names are unique per analysis through ``x-kubernetes-list-type: map`` (the API
+  server's "Duplicate value" error).
 - What the schema admits but the model still rejects, because it needs duration arithmetic or
   merging: an analysis interval under 1s, a hook timeout of 0s or over 15m, and an analysis step
   that has no checks while spec.analysis gives none to inherit. The operator reports those as
@@ -31,6 +32,7 @@ import yaml
 from lambda_rollouts.model import (
     ALARM_NAME_MAX,
     ALIAS_PATTERN,
+    CODE_SHA256_PATTERN,
     DURATION_PATTERN,
     GROUP,
     KIND,
@@ -42,10 +44,12 @@ from lambda_rollouts.model import (
     URL_PATTERN,
     VERSION,
     VERSION_PATTERN,
+    ActionResult,
     BuiltinMetric,
     HookPoint,
     HookResult,
     InconclusivePolicy,
+    ManualAction,
     Phase,
     Preset,
     Verdict,
@@ -68,6 +72,8 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 # only, at a cost under 10 each. Uniqueness of metric and query names is a list-type map instead of
 # a quadratic CEL rule, which no budget would admit below an unbounded list.
 
+VERSION_RULE: Final = "has(self.version) != has(self.versionFrom)"
+VERSION_MESSAGE: Final = "set exactly one of version, versionFrom"
 STRATEGY_RULE: Final = (
     "[has(self.preset), has(self.canary), has(self.linear), has(self.allAtOnce)].exists_one(x, x)"
 )
@@ -390,10 +396,26 @@ def _spec_schema() -> dict[str, Any]:
             ),
         },
     }
+    version_from = {
+        "type": "object",
+        "description": (
+            "Find the desired version among the function's published versions by what a build knows; "
+            "exactly one version must match. The operator records the version it found in "
+            "status.resolvedVersion."
+        ),
+        "required": ["codeSha256"],
+        "properties": {
+            "codeSha256": _string(
+                "The base64 SHA-256 of the deployment package, as Lambda reports it in CodeSha256.",
+                pattern=CODE_SHA256_PATTERN,
+            ),
+            "description": _string("Also match the published version's description exactly.", maxLength=256),
+        },
+    }
     return {
         "type": "object",
         "description": "The desired version of a Lambda alias and how to shift traffic to it.",
-        "required": ["functionName", "alias", "version", "strategy"],
+        "required": ["functionName", "alias", "strategy"],
         "properties": {
             "functionName": _string(
                 "The Lambda function: a name, a partial ARN or a full ARN.", minLength=1, maxLength=170
@@ -405,10 +427,12 @@ def _spec_schema() -> dict[str, Any]:
                 pattern=ALIAS_PATTERN,
             ),
             "version": _string(
-                "The desired published version (digits only; never $LATEST).",
+                "The desired published version (digits only; never $LATEST). Exactly one of version "
+                "and versionFrom.",
                 maxLength=10,
                 pattern=VERSION_PATTERN,
             ),
+            "versionFrom": version_from,
             "region": _string("The AWS region; defaults to the operator's.", pattern=REGION_PATTERN),
             "roleArn": _string("An IAM role to assume for this rollout.", pattern=ROLE_ARN_PATTERN),
             "strategy": strategy,
@@ -423,7 +447,10 @@ def _spec_schema() -> dict[str, Any]:
             ),
             "paused": _boolean("Hold the rollout where it is."),
         },
-        "x-kubernetes-validations": [_rule(ANALYSIS_RULE, ANALYSIS_MESSAGE)],
+        "x-kubernetes-validations": [
+            _rule(VERSION_RULE, VERSION_MESSAGE),
+            _rule(ANALYSIS_RULE, ANALYSIS_MESSAGE),
+        ],
     }
 
 
@@ -495,6 +522,24 @@ def _status_schema() -> dict[str, Any]:
             "nextAttemptAt": _string("When a waiting confirmPromotion is asked again (RFC 3339)."),
         },
     }
+    last_action = {
+        "type": "object",
+        "description": "The acknowledgement of the last manual action: what was asked, and what came of it.",
+        "required": ["action", "result", "at"],
+        "properties": {
+            "action": _string(
+                "The action asked for, as written in the annotation ("
+                + ", ".join(action.value for action in ManualAction)
+                + ")."
+            ),
+            "id": _string("The id the request carried after a colon, repeated so that its sender can wait."),
+            "result": _string(
+                "Whether the action was applied.", enum=[result.value for result in ActionResult]
+            ),
+            "message": _string("What the action did, or why it was rejected."),
+            "at": _string("When the action was handled (RFC 3339)."),
+        },
+    }
     return {
         "type": "object",
         "description": "Where the rollout stands; written whole by the operator.",
@@ -527,6 +572,13 @@ def _status_schema() -> dict[str, Any]:
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["point"],
             },
+            "pausedByAction": _boolean("A pause action holds the rollout until a resume action."),
+            "lastAction": last_action,
+            "resolvedVersion": _string("The published version that spec.versionFrom resolved to."),
+            "resolvedFrom": _string(
+                "The spec.versionFrom that resolvedVersion was found for; it is resolved again when "
+                "spec.versionFrom changes."
+            ),
             "conditions": {
                 "type": "array",
                 "description": "kstatus-compatible conditions: Ready, Reconciling, Stalled.",

@@ -20,9 +20,11 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.config import Config
 from botocore.credentials import CredentialResolver
 from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from lambda_rollouts.aws.boto_router import SESSION_NAME, BotoAliasRouter
+from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE
 from lambda_rollouts.errors import (
     AccessDeniedError,
     AliasConflictError,
@@ -33,7 +35,7 @@ from lambda_rollouts.errors import (
     ThrottledError,
     VersionNotFoundError,
 )
-from lambda_rollouts.observed import Target
+from lambda_rollouts.observed import Target, VersionInfo
 from lambda_rollouts.sandbox.aws import sandbox_session, seed_demo_function
 from lambda_rollouts.settings import Settings
 
@@ -256,6 +258,133 @@ async def test_get_version_errors_are_translated(
         await router.get_version(TARGET, "2")
 
 
+ARN = f"arn:aws:lambda:{REGION}:123456789012:function:{FUNCTION}"
+ROLE = "arn:aws:iam::123456789012:role/checkout-api-execution"
+DLQ = f"arn:aws:sqs:{REGION}:123456789012:checkout-dlq"
+
+
+def listed(version: str, **extra: Any) -> dict[str, Any]:
+    """One entry of a ListVersionsByFunction answer, as Lambda shapes it."""
+    return {
+        "FunctionName": FUNCTION,
+        "FunctionArn": f"{ARN}:{version}",
+        "Version": version,
+        "Role": ROLE,
+        "CodeSha256": f"sha-of-{version}",
+        "Description": f"release {version}",
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        **extra,
+    }
+
+
+def list_request(marker: str | None = None) -> dict[str, Any]:
+    request: dict[str, Any] = {"FunctionName": FUNCTION, "MaxItems": LIST_VERSIONS_PAGE_SIZE}
+    if marker is not None:
+        request["Marker"] = marker
+    return request
+
+
+async def test_list_versions_follows_next_marker_page_by_page(router: BotoAliasRouter) -> None:
+    with Stubber(router.lambda_client(REGION)) as stubber:
+        stubber.add_response(
+            "list_versions_by_function",
+            {"Versions": [listed("$LATEST"), listed("1"), listed("2")], "NextMarker": "page-2"},
+            list_request(),
+        )
+        stubber.add_response(
+            "list_versions_by_function",
+            {
+                "Versions": [
+                    listed("3", DeadLetterConfig={"TargetArn": DLQ}),
+                    listed("10", State="Pending", LastUpdateStatus="InProgress"),
+                ],
+                "NextMarker": "page-3",
+            },
+            list_request("page-2"),
+        )
+        # An older version listed late still comes back in numeric order.
+        stubber.add_response("list_versions_by_function", {"Versions": [listed("9")]}, list_request("page-3"))
+        versions = await router.list_versions(TARGET)
+        stubber.assert_no_pending_responses()
+
+    assert [info.version for info in versions] == ["1", "2", "3", "9", "10"]
+    assert versions[2] == VersionInfo(
+        version="3",
+        state="Active",
+        last_update_status="Successful",
+        role=ROLE,
+        dead_letter_target_arn=DLQ,
+        code_sha256="sha-of-3",
+        function_arn=f"{ARN}:3",
+        description="release 3",
+    )
+    assert (versions[4].state, versions[4].last_update_status) == ("Pending", "InProgress")
+    assert versions[0].dead_letter_target_arn is None
+    assert router.calls == {"ListVersionsByFunction": 3}
+
+
+async def test_list_versions_stops_at_a_repeated_marker(router: BotoAliasRouter) -> None:
+    with Stubber(router.lambda_client(REGION)) as stubber:
+        stubber.add_response(
+            "list_versions_by_function", {"Versions": [listed("1")], "NextMarker": "again"}, list_request()
+        )
+        stubber.add_response(
+            "list_versions_by_function",
+            {"Versions": [listed("2")], "NextMarker": "again"},
+            list_request("again"),
+        )
+        with pytest.raises(AwsError, match="NextMarker 'again' came back a second time"):
+            await router.list_versions(TARGET)
+        stubber.assert_no_pending_responses()
+    assert router.calls == {"ListVersionsByFunction": 2}
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("ResourceNotFoundException", 404, FunctionNotFoundError),
+        ("TooManyRequestsException", 429, ThrottledError),
+        ("AccessDeniedException", 403, AccessDeniedError),
+        ("InvalidParameterValueException", 400, InvalidRequestError),
+        ("ServiceException", 500, AwsError),
+    ],
+)
+async def test_list_versions_errors_are_translated(
+    router: BotoAliasRouter, register: Register, code: str, status: int, expected: type[AwsError]
+) -> None:
+    register("before-call.lambda.ListVersionsByFunction", error_answer(code, status))
+    with pytest.raises(expected) as caught:
+        await router.list_versions(TARGET)
+    assert type(caught.value) is expected
+    assert isinstance(caught.value.__cause__, ClientError)
+
+
+async def test_list_versions_fails_on_any_page(router: BotoAliasRouter) -> None:
+    with Stubber(router.lambda_client(REGION)) as stubber:
+        stubber.add_response(
+            "list_versions_by_function", {"Versions": [listed("1")], "NextMarker": "page-2"}, list_request()
+        )
+        stubber.add_client_error(
+            "list_versions_by_function", "TooManyRequestsException", "Rate exceeded", 429
+        )
+        with pytest.raises(ThrottledError):
+            await router.list_versions(TARGET)
+        stubber.assert_no_pending_responses()
+    assert router.calls == {"ListVersionsByFunction": 2}
+
+
+async def test_an_empty_listing_is_settled_by_the_existence_probe(router: BotoAliasRouter) -> None:
+    # moto answers an empty list for a function it does not know; Lambda would answer 404.
+    missing = Target(function_name="no-such-function", alias="live", region=REGION)
+    with pytest.raises(FunctionNotFoundError):
+        await router.list_versions(missing)
+    assert router.calls == {"ListVersionsByFunction": 1, "GetFunctionConfiguration": 1}
+    # A function that exists always lists $LATEST, so no probe is needed.
+    assert [info.version for info in await router.list_versions(TARGET)] == ["1", "2"]
+    assert router.calls == {"ListVersionsByFunction": 2, "GetFunctionConfiguration": 1}
+
+
 def only_qualified_factory(answer: Callable[..., Any]) -> Callable[..., Any]:
     def only_qualified(params: dict[str, Any], **kwargs: Any) -> Any:
         # The existence probe (no qualifier) must reach moto, which knows the function.
@@ -300,8 +429,9 @@ async def test_calls_run_off_the_event_loop(router: BotoAliasRouter, register: R
     created = await router.create_alias(TARGET, "1")
     await router.route(TARGET, primary="1", canary="2", canary_percent=5, revision_id=created.revision_id)
     await router.get_version(TARGET, "2")
+    await router.list_versions(TARGET)
 
-    assert len(threads) == 7  # client creation + 6 calls
+    assert len(threads) == 8  # client creation + 7 calls
     assert threading.get_ident() not in threads
 
 

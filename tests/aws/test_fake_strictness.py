@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lambda_rollouts.aws.fake import FakeLambda, RecordedWrite
+from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE
 from lambda_rollouts.errors import (
     AliasConflictError,
     FunctionNotFoundError,
@@ -181,3 +182,71 @@ async def test_version_state_is_reported(fake: FakeLambda) -> None:
     assert (info.state, info.last_update_status) == ("Pending", "InProgress")
     fake.set_version_state(FUNCTION, pending, state="Active")
     assert (await fake.get_version(TARGET, pending)).state == "Active"
+
+
+@pytest.mark.parametrize(
+    ("published", "pages"),
+    [
+        (0, 1),
+        (LIST_VERSIONS_PAGE_SIZE - 1, 1),  # with $LATEST, one full page
+        (LIST_VERSIONS_PAGE_SIZE, 2),
+        (2 * LIST_VERSIONS_PAGE_SIZE - 1, 2),
+        (2 * LIST_VERSIONS_PAGE_SIZE, 3),
+    ],
+)
+async def test_list_versions_counts_a_call_per_page_like_lambda(published: int, pages: int) -> None:
+    fake = FakeLambda()
+    fake.add_function(FUNCTION)
+    for _ in range(published):
+        fake.publish_version(FUNCTION)
+    listed = await fake.list_versions(TARGET)
+    assert [info.version for info in listed] == [str(number) for number in range(1, published + 1)]
+    assert fake.calls == {"ListVersionsByFunction": pages}
+
+
+async def test_list_versions_reports_what_was_seeded(fake: FakeLambda) -> None:
+    code = "Mx+yMFRqL9kJFHS9BGugOKKhUwbHGCwBT4wCOOjakXc="
+    dlq = "arn:aws:sqs:eu-west-1:123456789012:checkout-dlq"
+    built = fake.publish_version(
+        FUNCTION,
+        code_sha256=code,
+        description="build 1842",
+        dead_letter_target_arn=dlq,
+        state="Pending",
+        last_update_status="InProgress",
+    )
+    listed = await fake.list_versions(TARGET)
+    assert [info.version for info in listed] == ["1", "2", "3", built]
+    assert listed[-1] == await fake.get_version(TARGET, built)
+    assert (listed[-1].code_sha256, listed[-1].description, listed[-1].dead_letter_target_arn) == (
+        code,
+        "build 1842",
+        dlq,
+    )
+    assert (listed[-1].state, listed[-1].last_update_status) == ("Pending", "InProgress")
+    assert listed[0].description == ""
+    assert len({info.code_sha256 for info in listed}) == 4
+
+
+async def test_list_versions_of_a_function_named_by_arn(fake: FakeLambda) -> None:
+    by_arn = Target(
+        function_name=f"arn:aws:lambda:eu-west-1:123456789012:function:{FUNCTION}",
+        alias="live",
+        region="eu-west-1",
+    )
+    assert [info.version for info in await fake.list_versions(by_arn)] == ["1", "2", "3"]
+
+
+async def test_list_versions_of_a_missing_function_is_counted(fake: FakeLambda) -> None:
+    missing = Target(function_name="no-such-function", alias="live", region="eu-west-1")
+    with pytest.raises(FunctionNotFoundError):
+        await fake.list_versions(missing)
+    assert fake.calls == {"ListVersionsByFunction": 1}
+
+
+async def test_list_versions_injected_failure(fake: FakeLambda) -> None:
+    fake.fail_next("ListVersionsByFunction", ThrottledError("Rate exceeded"))
+    with pytest.raises(ThrottledError):
+        await fake.list_versions(TARGET)
+    assert [info.version for info in await fake.list_versions(TARGET)] == ["1", "2", "3"]
+    assert fake.calls == {"ListVersionsByFunction": 2}

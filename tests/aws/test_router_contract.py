@@ -3,11 +3,19 @@
 ``BotoAliasRouter`` runs on moto in-process (which stores aliases but checks none of Lambda's
 routing rules); ``FakeLambda`` is the strict fake. Whatever passes here holds for both, so tests
 elsewhere may use the fake in place of AWS.
+
+moto answers ``ListVersionsByFunction`` in one page whatever ``MaxItems`` says, so the page count
+is asserted per implementation here; ``test_boto_router`` drives the boto3 router through several
+pages with botocore's Stubber.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import itertools
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import boto3
@@ -16,7 +24,7 @@ from moto import mock_aws
 
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
 from lambda_rollouts.aws.fake import DEFAULT_ROLE, FakeLambda
-from lambda_rollouts.aws.router import AliasRouter
+from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE, AliasRouter
 from lambda_rollouts.errors import (
     AliasConflictError,
     FunctionNotFoundError,
@@ -38,6 +46,14 @@ class RouterUnderTest:
     role_arn: str
     stable: str
     canary: str
+    # Calls by Lambda API name, as the implementation counts them.
+    calls: Counter[str]
+    # Publish a version of FUNCTION with code of its own; return its number.
+    publish: Callable[[], str]
+    # Create a function that has no published version.
+    add_bare_function: Callable[[str], None]
+    # Whether the backend answers ListVersionsByFunction in pages of LIST_VERSIONS_PAGE_SIZE.
+    pages: bool
 
     @property
     def target(self) -> Target:
@@ -67,17 +83,61 @@ def under_test(
         fake = FakeLambda()
         fake.add_function(FUNCTION)
         stable, canary = fake.publish_version(FUNCTION), fake.publish_version(FUNCTION)
-        yield RouterUnderTest(router=fake, role_arn=DEFAULT_ROLE, stable=stable, canary=canary)
+        yield RouterUnderTest(
+            router=fake,
+            role_arn=DEFAULT_ROLE,
+            stable=stable,
+            canary=canary,
+            calls=fake.calls,
+            publish=lambda: fake.publish_version(FUNCTION),
+            add_bare_function=lambda name: add_fake_function(fake, name),
+            pages=True,
+        )
         return
     with mock_aws(config={"lambda": {"use_docker": False}}):
         seeded = seed_demo_function(None, REGION, name=FUNCTION, alias=None, session=boto_session)
         router = BotoAliasRouter(isolated_settings(), session_factory=lambda: boto_session)
+        releases = itertools.count(3)
+        lambda_client = boto_session.client("lambda", region_name=REGION)
+
+        def add_bare_function(name: str) -> None:
+            lambda_client.create_function(
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=seeded["role_arn"],
+                Handler="index.handler",
+                Code={"ZipFile": handler_zip(0)},
+            )
+
+        def publish() -> str:
+            # Publishing unchanged code returns the existing version: each release gets its own.
+            release = next(releases)
+            lambda_client.update_function_code(FunctionName=FUNCTION, ZipFile=handler_zip(release))
+            return lambda_client.publish_version(FunctionName=FUNCTION, Description=f"release {release}")[
+                "Version"
+            ]
+
         yield RouterUnderTest(
             router=router,
             role_arn=seeded["role_arn"],
             stable=seeded["stable_version"],
             canary=seeded["canary_version"],
+            calls=router.calls,
+            publish=publish,
+            add_bare_function=add_bare_function,
+            pages=False,
         )
+
+
+def add_fake_function(fake: FakeLambda, name: str) -> None:
+    fake.add_function(name)
+
+
+def handler_zip(release: int) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("index.py", f"def handler(event, context):\n    return {{'release': {release}}}\n")
+    return archive.getvalue()
 
 
 async def created(env: RouterUnderTest) -> AliasState:
@@ -277,3 +337,42 @@ async def test_get_missing_version(under_test: RouterUnderTest) -> None:
 async def test_get_version_refuses_unpublished_qualifiers(under_test: RouterUnderTest, version: str) -> None:
     with pytest.raises(InvalidRequestError):
         await under_test.router.get_version(under_test.target, version)
+
+
+async def test_list_versions_in_order_with_their_code(under_test: RouterUnderTest) -> None:
+    env = under_test
+    published = [env.stable, env.canary] + [env.publish() for _ in range(3)]
+    listed = await env.router.list_versions(env.target)
+    assert [info.version for info in listed] == published == ["1", "2", "3", "4", "5"]
+    assert all(info.code_sha256 for info in listed)
+    assert len({info.code_sha256 for info in listed}) == 5
+    assert {(info.state, info.last_update_status, info.role) for info in listed} == {
+        ("Active", "Successful", env.role_arn)
+    }
+    assert all(info.function_arn.endswith(f":function:{FUNCTION}:{info.version}") for info in listed)
+    # Each described as get_version describes it.
+    assert listed == [await env.router.get_version(env.target, version) for version in published]
+    assert env.calls["ListVersionsByFunction"] == 1
+
+
+async def test_list_versions_reads_every_page(under_test: RouterUnderTest) -> None:
+    env = under_test
+    # With $LATEST, one entry more than two full pages.
+    count = 2 * LIST_VERSIONS_PAGE_SIZE
+    for _ in range(count - 2):
+        env.publish()
+    listed = await env.router.list_versions(env.target)
+    assert [info.version for info in listed] == [str(number) for number in range(1, count + 1)]
+    assert len({info.code_sha256 for info in listed}) == count
+    assert env.calls["ListVersionsByFunction"] == (3 if env.pages else 1)
+
+
+async def test_list_versions_of_a_function_without_published_versions(under_test: RouterUnderTest) -> None:
+    under_test.add_bare_function("bare")
+    bare = Target(function_name="bare", alias=ALIAS, region=REGION)
+    assert await under_test.router.list_versions(bare) == []
+
+
+async def test_list_versions_of_a_missing_function(under_test: RouterUnderTest) -> None:
+    with pytest.raises(FunctionNotFoundError):
+        await under_test.router.list_versions(under_test.missing_function)

@@ -26,6 +26,7 @@ from lambda_rollouts.crd import (
     RATIO_MESSAGE,
     STEP_MESSAGE,
     STRATEGY_MESSAGE,
+    VERSION_MESSAGE,
     build_crd,
     render_crd_yaml,
 )
@@ -33,6 +34,7 @@ from lambda_rollouts.errors import SpecError
 from lambda_rollouts.model import (
     ALIAS_PATTERN,
     QUERY_PLACEHOLDERS,
+    ActionResult,
     AllAtOnceStrategy,
     AnalysisSpec,
     AnalysisStatus,
@@ -48,6 +50,7 @@ from lambda_rollouts.model import (
     Hooks,
     HookStatus,
     InconclusivePolicy,
+    LastAction,
     LinearStrategy,
     MetricCheck,
     MetricDimension,
@@ -61,6 +64,7 @@ from lambda_rollouts.model import (
     RolloutStatus,
     Strategy,
     Verdict,
+    VersionFrom,
 )
 from lambda_rollouts.sandbox.schema import (
     BLOCKED_RULES_DETAIL,
@@ -203,6 +207,17 @@ def test_corpus_uses_every_analysis_field() -> None:
     assert any(len(analysis.get("alarms", [])) == 100 for analysis in analyses)
 
 
+def test_corpus_finds_versions_by_code_with_and_without_a_description() -> None:
+    specs = [manifest["spec"] for manifest in GOOD]
+    assert all(("version" in spec) != ("versionFrom" in spec) for spec in specs)
+    found = [spec["versionFrom"] for spec in specs if "versionFrom" in spec]
+    assert {"description" in version_from for version_from in found} == {True, False}
+    assert {key for version_from in found for key in version_from} == {
+        field.alias for field in VersionFrom.model_fields.values()
+    }
+    assert any(len(version_from.get("description", "")) == 256 for version_from in found)
+
+
 def test_corpus_has_analysis_steps_that_inherit_and_that_stand_alone() -> None:
     inheriting = standalone = 0
     for manifest in GOOD:
@@ -244,6 +259,7 @@ def test_corpus_has_a_bad_case_for_every_rule() -> None:
         else:
             texts += validate_object(CRD, manifest)
     rules = [
+        VERSION_MESSAGE,
         STRATEGY_MESSAGE,
         STEP_MESSAGE,
         ANALYSIS_MESSAGE,
@@ -306,6 +322,16 @@ def test_rule_failures_are_worded_as_the_model_words_them() -> None:
 
 
 def test_one_of_rules_say_what_the_model_says() -> None:
+    found = {"codeSha256": "Mx+yMFRqL9kJFHS9BGugOKKhUwbHGCwBT4wCOOjakXc="}
+    neither = _rollout()
+    del neither["spec"]["version"]
+    for manifest in (neither, _rollout(versionFrom=found)):
+        with pytest.raises(SpecError, match=re.escape(f"spec: {VERSION_MESSAGE}")):
+            RolloutSpec.parse(manifest["spec"])
+        assert validate_object(CRD, manifest) == [f'spec: Invalid value: "object": {VERSION_MESSAGE}']
+    neither["spec"]["versionFrom"] = found
+    assert validate_object(CRD, neither) == []
+    assert RolloutSpec.parse(neither["spec"]).version_from == VersionFrom(code_sha256=found["codeSha256"])
     with pytest.raises(SpecError, match=re.escape(STRATEGY_MESSAGE)):
         RolloutSpec.parse(_rollout(strategy={})["spec"])
     with pytest.raises(SpecError, match=re.escape(STEP_MESSAGE)):
@@ -367,6 +393,7 @@ _STEP = ("strategy", "canary", "steps", "[]")
 _QUERY = ("analysis", "queries", "[]")
 MODEL_NODES: list[tuple[type[BaseModel], str, tuple[str, ...]]] = [
     (RolloutSpec, "spec", ()),
+    (VersionFrom, "spec", ("versionFrom",)),
     (Strategy, "spec", ("strategy",)),
     (CanaryStrategy, "spec", ("strategy", "canary")),
     (CanaryStep, "spec", _STEP),
@@ -392,6 +419,7 @@ MODEL_NODES: list[tuple[type[BaseModel], str, tuple[str, ...]]] = [
     (CheckResult, "status", ("analysis", "results", "[]")),
     (CheckResult, "status", ("stepAnalysis", "results", "[]")),
     (HookStatus, "status", ("hooks", "[]")),
+    (LastAction, "status", ("lastAction",)),
     (Condition, "status", ("conditions", "[]")),
 ]
 
@@ -528,12 +556,23 @@ def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
             )
             for t in ("Ready", "Reconciling", "Stalled")
         ],
+        paused_by_action=True,
+        last_action=LastAction(
+            action="pause",
+            id="ci-123",
+            result=ActionResult.APPLIED,
+            message="paused at step 2/4",
+            at="2025-01-01T10:01:00.000000Z",
+        ),
+        resolved_version="42",
+        resolved_from="codeSha256 Mx+yMFRqL9kJFHS9BGugOKKhUwbHGCwBT4wCOOjakXc=",
     ).to_wire()
     # Every field is set, nested ones included, so pruning any of them would show.
     assert set(status) == _aliases(RolloutStatus)
     assert set(status["stepAnalysis"]) == _aliases(AnalysisStatus)
     assert set(status["stepAnalysis"]["results"][0]) == _aliases(CheckResult)
     assert set(status["hooks"][0]) == _aliases(HookStatus)
+    assert set(status["lastAction"]) == _aliases(LastAction)
     manifest = {**_rollout(), "status": status}
     assert prune_object(CRD, manifest)["status"] == status
     assert unknown_fields(CRD, manifest) == []
@@ -573,6 +612,20 @@ def test_bad_nested_status_is_rejected_by_both() -> None:
         f'status.analysis.results[0].verdict: Unsupported value: "Passed": supported values: {verdicts}',
         "status.stepAnalysis.nextMeasurementAt: Required value",
         f'status.hooks[0].point: Unsupported value: "beforeTraffic": supported values: {points}',
+        BLOCKED,
+    ]
+    with pytest.raises(ValidationError):
+        RolloutStatus.model_validate(status)
+
+
+def test_bad_last_action_is_rejected_by_both() -> None:
+    status = {"lastAction": {"action": "promote", "result": "Done"}, "pausedByAction": "yes"}
+    results = ", ".join(f'"{result.value}"' for result in ActionResult)
+    assert validate_status(CRD, status) == [
+        'status.pausedByAction: Invalid value: "string": status.pausedByAction in body must be of type '
+        'boolean: "string"',
+        f'status.lastAction.result: Unsupported value: "Done": supported values: {results}',
+        "status.lastAction.at: Required value",
         BLOCKED,
     ]
     with pytest.raises(ValidationError):

@@ -12,6 +12,11 @@ Contract (on top of ``lambda_rollouts.aws.router``):
   margin and client config are then the shared object's, and giving them here too is an error.
 - ``route`` sends exactly one ``UpdateAlias`` (with the caller's ``RevisionId``) and one
   ``GetAlias`` read-back; the request is shaped by ``weights.alias_write``.
+- ``list_versions`` sends one ``ListVersionsByFunction`` per page (``MaxItems`` of
+  ``LIST_VERSIONS_PAGE_SIZE``, ``Marker`` from the previous page's ``NextMarker``), all pages in
+  one worker thread. A listing without even ``$LATEST`` in it (an emulator's answer for a missing
+  function; Lambda answers 404) is settled by the ``GetFunctionConfiguration`` probe below. A
+  ``NextMarker`` seen before is an ``AwsError`` rather than an endless loop.
 - "Not found" is told apart without trusting message wording alone: when the message does not
   say "Function not found", an unqualified ``GetFunctionConfiguration`` (a permission the
   operator needs anyway for ``get_version``) decides whether the function exists.
@@ -43,7 +48,13 @@ from lambda_rollouts.aws.clients import (
     utc_now,
 )
 from lambda_rollouts.aws.errors import error_message, translated
-from lambda_rollouts.aws.weights import alias_write, require_published_version, routing_to_percent
+from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE
+from lambda_rollouts.aws.weights import (
+    LATEST,
+    alias_write,
+    require_published_version,
+    routing_to_percent,
+)
 from lambda_rollouts.errors import (
     AliasConflictError,
     AwsError,
@@ -59,6 +70,8 @@ if TYPE_CHECKING:
     from mypy_boto3_lambda.type_defs import (
         AliasConfigurationResponseTypeDef,
         FunctionConfigurationResponseTypeDef,
+        FunctionConfigurationTypeDef,
+        ListVersionsByFunctionResponseTypeDef,
     )
 
 # The client cache's names are importable from here too, for code that only knows the router.
@@ -144,6 +157,10 @@ class BotoAliasRouter:
 
     async def get_version(self, target: Target, version: str) -> VersionInfo:
         return await asyncio.to_thread(self._get_version_blocking, target, version)
+
+    async def list_versions(self, target: Target) -> list[VersionInfo]:
+        """Every published version, oldest first, read page by page (see the module docstring)."""
+        return await asyncio.to_thread(self._list_versions_blocking, target)
 
     # -- clients and credentials ---------------------------------------------------------------
 
@@ -235,6 +252,46 @@ class BotoAliasRouter:
             raise self._function_or_version_missing(target, version, error) from error.__cause__
         return _version_info(response, version)
 
+    def _list_versions_blocking(self, target: Target) -> list[VersionInfo]:
+        listed: list[FunctionConfigurationTypeDef] = []
+        markers: set[str] = set()
+        marker: str | None = None
+        while True:
+            page = self._list_versions_page(target, marker)
+            listed += page.get("Versions", [])
+            marker = page.get("NextMarker")
+            if not marker:
+                break
+            if marker in markers:
+                raise AwsError(f"ListVersionsByFunction: NextMarker {marker!r} came back a second time")
+            markers.add(marker)
+        if not listed and not self._function_exists(target):
+            raise FunctionNotFoundError(f"function {target.function_name} not found")
+        published = [
+            _version_info(entry, entry["Version"])
+            for entry in listed
+            if entry.get("Version", LATEST) != LATEST
+        ]
+        return sorted(published, key=lambda info: int(info.version))
+
+    def _list_versions_page(
+        self, target: Target, marker: str | None
+    ) -> ListVersionsByFunctionResponseTypeDef:
+        with translated("ListVersionsByFunction"):
+            if marker is None:
+                return self._call(
+                    target,
+                    lambda client: client.list_versions_by_function(
+                        FunctionName=target.function_name, MaxItems=LIST_VERSIONS_PAGE_SIZE
+                    ),
+                )
+            return self._call(
+                target,
+                lambda client: client.list_versions_by_function(
+                    FunctionName=target.function_name, MaxItems=LIST_VERSIONS_PAGE_SIZE, Marker=marker
+                ),
+            )
+
     # -- telling "not found" apart -------------------------------------------------------------
 
     def _function_exists(self, target: Target) -> bool:
@@ -277,7 +334,9 @@ def _alias_state(response: AliasConfigurationResponseTypeDef) -> AliasState:
     )
 
 
-def _version_info(response: FunctionConfigurationResponseTypeDef, version: str) -> VersionInfo:
+def _version_info(
+    response: FunctionConfigurationResponseTypeDef | FunctionConfigurationTypeDef, version: str
+) -> VersionInfo:
     return VersionInfo(
         version=response.get("Version", version),
         # Functions that never went through a state transition may omit both fields.
@@ -287,4 +346,5 @@ def _version_info(response: FunctionConfigurationResponseTypeDef, version: str) 
         dead_letter_target_arn=response.get("DeadLetterConfig", {}).get("TargetArn"),
         code_sha256=response.get("CodeSha256", ""),
         function_arn=response.get("FunctionArn", ""),
+        description=response.get("Description", ""),
     )

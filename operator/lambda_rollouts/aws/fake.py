@@ -10,7 +10,10 @@ emulators skip (DESIGN.md section 3), and raises the same project errors:
   configuration"); the primary and the extra version share role and dead-letter config. All of
   these are ``InvalidRequestError`` (Lambda's 400);
 - versions must be published and exist (``VersionNotFoundError``), the function must exist
-  (``FunctionNotFoundError``), ``route`` on a vanished alias is ``AliasConflictError``.
+  (``FunctionNotFoundError``), ``route`` on a vanished alias is ``AliasConflictError``;
+- ``list_versions`` pages like ``ListVersionsByFunction``: ``$LATEST`` first, then the published
+  versions in order, ``LIST_VERSIONS_PAGE_SIZE`` entries a page, one counted call per page, and
+  ``$LATEST`` dropped from the result.
 
 The same rules guard the seeding helpers (``put_alias``, ``set_alias_externally``), so a test
 cannot start from a state Lambda would never hold. One account and one region: ``Target.region``
@@ -20,7 +23,8 @@ For assertions: ``writes`` records every successful alias write the router made 
 and ``UpdateAlias``; seeding and external changes are not recorded), with routing in percent;
 ``calls`` counts operations by Lambda API name, failed and injected ones included, the way
 ``BotoAliasRouter.calls`` does (``route`` counts one ``UpdateAlias`` and one ``GetAlias``).
-``fail_next(operation, error)`` makes the next call of that operation raise ``error`` instead.
+``fail_next(operation, error)`` makes the next call of that operation raise ``error`` instead
+(for ``ListVersionsByFunction``, the next page's call).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE
 from lambda_rollouts.aws.weights import (
     LATEST,
     alias_write,
@@ -59,6 +64,7 @@ class FakeVersion:
     state: str = "Active"
     last_update_status: str = "Successful"
     code_sha256: str = ""
+    description: str = ""
 
 
 @dataclass
@@ -119,8 +125,13 @@ class FakeLambda:
         state: str = "Active",
         last_update_status: str = "Successful",
         code_sha256: str | None = None,
+        description: str = "",
     ) -> str:
-        """Publish the next version number; role and dead-letter target default to the function's."""
+        """Publish the next version number; role and dead-letter target default to the function's.
+
+        The code's hash defaults to one derived from the function's name and the version number, so
+        every version has code of its own.
+        """
         function = self._function(name)
         version = str(len(function.versions) + 1)
         function.versions[version] = FakeVersion(
@@ -130,6 +141,7 @@ class FakeLambda:
             state=state,
             last_update_status=last_update_status,
             code_sha256=code_sha256 or _code_sha256(f"{function.name}:{version}"),
+            description=description,
         )
         return version
 
@@ -216,16 +228,22 @@ class FakeLambda:
         self._begin("GetFunctionConfiguration")
         require_published_version(version, "requested")
         function = self._function(target.function_name)
-        found = self._version(function, version)
-        return VersionInfo(
-            version=found.version,
-            state=found.state,
-            last_update_status=found.last_update_status,
-            role=found.role,
-            dead_letter_target_arn=found.dead_letter_target_arn,
-            code_sha256=found.code_sha256,
-            function_arn=f"arn:aws:lambda:{target.region}:{FAKE_ACCOUNT}:function:{function.name}:{found.version}",
-        )
+        return _version_info(target, function, self._version(function, version))
+
+    async def list_versions(self, target: Target) -> list[VersionInfo]:
+        """Every published version, oldest first, read a page per counted call."""
+        listed: list[VersionInfo] = []
+        start = 0
+        while True:
+            # Each page is its own call: the function is looked up (and may be gone) every time.
+            self._begin("ListVersionsByFunction")
+            function = self._function(target.function_name)
+            entries = [LATEST, *sorted(function.versions, key=int)]
+            page = entries[start : start + LIST_VERSIONS_PAGE_SIZE]
+            listed += [_version_info(target, function, function.versions[n]) for n in page if n != LATEST]
+            start += LIST_VERSIONS_PAGE_SIZE
+            if start >= len(entries):
+                return listed
 
     # -- Lambda's rules ------------------------------------------------------------------------
 
@@ -302,6 +320,19 @@ class FakeLambda:
                 revision_id=state.revision_id,
             )
         )
+
+
+def _version_info(target: Target, function: FakeFunction, found: FakeVersion) -> VersionInfo:
+    return VersionInfo(
+        version=found.version,
+        state=found.state,
+        last_update_status=found.last_update_status,
+        role=found.role,
+        dead_letter_target_arn=found.dead_letter_target_arn,
+        code_sha256=found.code_sha256,
+        function_arn=f"arn:aws:lambda:{target.region}:{FAKE_ACCOUNT}:function:{function.name}:{found.version}",
+        description=found.description,
+    )
 
 
 def _alias_state(alias: FakeAlias) -> AliasState:
