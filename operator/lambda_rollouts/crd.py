@@ -543,6 +543,9 @@ def _status_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "description": "Where the rollout stands; written whole by the operator.",
+        # Until the operator has looked, a new rollout reads as not yet observed (kstatus and
+        # Flux's wait: true would otherwise take a status-less object as Current).
+        "default": {"observedGeneration": -1},
         "properties": {
             "observedGeneration": _integer("The metadata.generation last handled."),
             "phase": _string("The rollout's phase.", enum=[phase.value for phase in Phase]),
