@@ -2,7 +2,8 @@
 
 - ``run``: the operator, against the current kubeconfig or the in-cluster service account, and
   the default AWS credential chain (``AWS_REGION``, ``AWS_ENDPOINT_URL`` honoured). All namespaces
-  unless ``--namespace`` is given.
+  unless ``--namespace`` is given. ``--metrics-port`` (or ``LAMBDA_ROLLOUTS_METRICS_PORT``) serves
+  Prometheus metrics at ``/metrics``; ``--log-format json`` writes one JSON object per log line.
 - ``sandbox``: a local Kubernetes API emulator and AWS emulator with a seeded demo function and
   the operator, kept running; prints the variables to export for kubectl.
 - ``demo``: the sandbox, a healthy canary and a failing release rolled back automatically, shown
@@ -43,22 +44,57 @@ def _configure_logging(verbose: bool) -> None:
 @click.option(
     "--liveness", "liveness", default=None, help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at /metrics on this port (LAMBDA_ROLLOUTS_METRICS_PORT).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="text, or one JSON object per line (LAMBDA_ROLLOUTS_LOG_FORMAT).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log at debug level.")
-def run(namespaces: tuple[str, ...], liveness: str | None, verbose: bool) -> None:
+def run(
+    namespaces: tuple[str, ...],
+    liveness: str | None,
+    metrics_port: int | None,
+    log_format: str | None,
+    verbose: bool,
+) -> None:
     """Run the operator against the current cluster and AWS account."""
     import kopf
+    from pydantic import ValidationError
 
-    from lambda_rollouts.handlers import Wiring, build_registry
+    from lambda_rollouts.handlers import Wiring, build_registry, default_backends
+    from lambda_rollouts.reconcile import Backends
     from lambda_rollouts.settings import Settings
+    from lambda_rollouts.telemetry import Telemetry, configure_logging
 
-    _configure_logging(verbose)
     overrides: dict[str, Any] = {}
     if namespaces:
         overrides["namespaces"] = list(namespaces)
     if liveness:
         overrides["liveness_endpoint"] = liveness
-    settings = Settings(**overrides)
+    if metrics_port is not None:
+        overrides["metrics_port"] = metrics_port
+    if log_format is not None:
+        overrides["log_format"] = log_format
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from exc
+    # kopf.operator() leaves logging to its caller: this handler is the only output, text or JSON.
+    root_level = logging.getLogger().level
+    log_handler = configure_logging(settings.log_format, "DEBUG" if verbose else settings.log_level)
+    telemetry: Telemetry | None = None
     fatal: list[str] = []
+
+    def backends(with_settings: Settings) -> Backends:
+        on_aws_call = telemetry.aws_call if telemetry is not None else None
+        return default_backends(with_settings, on_aws_call=on_aws_call)
 
     async def operate() -> None:
         stop = asyncio.Event()
@@ -67,9 +103,9 @@ def run(namespaces: tuple[str, ...], liveness: str | None, verbose: bool) -> Non
             fatal.append(message)
             stop.set()
 
-        registry = build_registry(Wiring(settings=settings, on_fatal=give_up))
+        wiring = Wiring(settings=settings, backends_factory=backends, observer=telemetry, on_fatal=give_up)
         await kopf.operator(
-            registry=registry,
+            registry=build_registry(wiring),
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             standalone=True,
@@ -78,12 +114,28 @@ def run(namespaces: tuple[str, ...], liveness: str | None, verbose: bool) -> Non
         )
 
     try:
+        if settings.metrics_port is not None:
+            telemetry = Telemetry()
+            try:
+                telemetry.start_http_server(settings.metrics_host, settings.metrics_port)
+            except OSError as exc:
+                raise click.ClickException(
+                    f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+                ) from exc
         asyncio.run(operate())
     except KeyboardInterrupt:
         return
+    except click.ClickException:
+        raise
     except Exception as exc:
         # Kopf's own wording ("One or more handlers failed") is worse than the reason we were given.
         fatal.append(f"the operator stopped: {exc}")
+    finally:
+        if telemetry is not None:
+            telemetry.close()
+        # Leave the process's logging as it was found (tests run several commands in one process).
+        logging.getLogger().removeHandler(log_handler)
+        logging.getLogger().setLevel(root_level)
     if fatal:
         raise click.ClickException(fatal[0])
 

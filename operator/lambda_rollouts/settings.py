@@ -7,8 +7,13 @@ class reads only to pass them on explicitly.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class Settings(BaseSettings):
@@ -34,3 +39,27 @@ class Settings(BaseSettings):
     namespaces: list[str] = Field(default_factory=list)
     # Liveness endpoint, e.g. http://0.0.0.0:8080/healthz; empty disables it.
     liveness_endpoint: str | None = None
+    # Serve Prometheus metrics at /metrics on this port; None disables them (0: any free port).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    # "json" writes one JSON object per log line, for log collectors; "text" is for people.
+    log_format: LogFormat = "text"
+    log_level: LogLevel = "INFO"
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_unset(cls, value: Any) -> Any:
+        # A deployment template often renders an unset variable as an empty string.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_in_any_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value

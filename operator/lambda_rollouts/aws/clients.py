@@ -18,6 +18,16 @@ Contract:
 - ``calls`` counts API operations by name (``GetAlias``, ``GetMetricData``, ``AssumeRole``...)
   over every client made here, one per logical call, retries by botocore not included. It is fed
   by a botocore event hook, so it also sees calls that were injected or failed.
+- ``on_call``, when given, is told about every API call once it has an outcome, as
+  ``(service, operation, error_code)``: the service name as given to ``client`` (``lambda``,
+  ``cloudwatch``, ``sts``), the operation name, and None on success. An error is a response with
+  an HTTP status of 300 or more (the error code AWS sent, or the status when it sent none) or a
+  request that got no response at all (the exception's class name: ``EndpointConnectionError``,
+  ``ReadTimeoutError``, ``NoCredentialsError``...). Once per logical call, after botocore's own
+  retries, in the thread that made the call; answers injected by ``before-call`` hooks or the
+  Stubber count like real ones. Requests refused before they were sent (parameter validation)
+  are counted in ``calls`` only. The observer must be quick; an exception it raises is logged and
+  never reaches the caller.
 - Thread-safe: the session and the caches sit behind one lock (boto3 sessions are not
   thread-safe; clients are).
 """
@@ -25,6 +35,7 @@ Contract:
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
@@ -51,8 +62,12 @@ if TYPE_CHECKING:
 SESSION_NAME = "lambda-rollouts"
 DEFAULT_REFRESH_MARGIN = timedelta(minutes=5)
 
+logger = logging.getLogger(__name__)
+
 Clock = Callable[[], datetime]
 SessionFactory = Callable[[], boto3.session.Session]
+# (service, operation, error code or None): see ``AwsClients`` and the module docstring.
+CallObserver = Callable[[str, str, str | None], None]
 _Result = TypeVar("_Result")
 # A client config reduced to hashable values, so it can be part of a cache key.
 _ConfigKey = tuple[tuple[str, Hashable], ...]
@@ -97,8 +112,10 @@ class AwsClients:
         clock: Clock = utc_now,
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
         client_config: Config | None = None,
+        on_call: CallObserver | None = None,
     ) -> None:
         self.settings = settings
+        self._on_call = on_call
         self._session_factory: SessionFactory = session_factory or boto3.session.Session
         self._clock = clock
         self._refresh_margin = refresh_margin
@@ -263,6 +280,8 @@ class AwsClients:
             )
             # provide-client-params fires once per API call, before any handler can short-circuit it.
             client.meta.events.register("provide-client-params", self._count_call)
+            if self._on_call is not None:
+                self._observe_outcomes(client, service_name, self._on_call)
             cached = _CachedClient(client=client, credentials=credentials)
             self._clients[key] = cached
         return cached.client
@@ -297,6 +316,36 @@ class AwsClients:
     def _count_call(self, model: OperationModel, **_: Any) -> None:
         with self._calls_lock:
             self.calls[model.name] += 1
+
+    @staticmethod
+    def _observe_outcomes(client: BaseClient, service_name: str, on_call: CallObserver) -> None:
+        """Tell ``on_call`` how each call of ``client`` ended (see the module docstring)."""
+
+        def tell(operation: str, error_code: str | None) -> None:
+            try:
+                on_call(service_name, operation, error_code)
+            except Exception:
+                # An observer is bookkeeping: its failure must not fail the AWS call it observed.
+                logger.exception("the AWS call observer failed on %s %s", service_name, operation)
+
+        def after_call(
+            http_response: Any, parsed: Mapping[str, Any], model: OperationModel, context: Any, **_: Any
+        ) -> None:
+            # after-call fires for error responses too, just before botocore raises for them.
+            if http_response.status_code < 300:
+                tell(model.name, None)
+                return
+            override = context.get("error_code_override") if isinstance(context, Mapping) else None
+            error = parsed.get("Error") or {}
+            tell(model.name, str(override or error.get("Code") or http_response.status_code))
+
+        def after_call_error(exception: BaseException, event_name: str, **_: Any) -> None:
+            # Fired when no response came back at all; the operation is only in the event's name
+            # (after-call-error.<service-id>.<Operation>).
+            tell(event_name.rpartition(".")[2], type(exception).__name__)
+
+        client.meta.events.register("after-call", after_call)
+        client.meta.events.register("after-call-error", after_call_error)
 
 
 def _config_key(config: Config) -> _ConfigKey:
