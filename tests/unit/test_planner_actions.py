@@ -95,7 +95,7 @@ class World:
 def at_indefinite_pause(spec: RolloutSpec | None = None) -> World:
     world = World(spec or make_spec())
     world.settle(0)
-    assert world.status.phase == "Paused" and world.status.current_step_index == 1
+    assert (world.status.phase, world.status.current_step_index) == ("Paused", 1)
     return world
 
 
@@ -141,7 +141,8 @@ def test_promote_full_skips_every_remaining_step() -> None:
         ("resume", "resume: nothing to resume: not paused by an action"),
         (
             "rollback",
-            "rollback: unknown action 'rollback': use one of promote, promote-full, abort, retry, pause, resume",
+            "rollback: unknown action 'rollback': use one of promote, promote-full, abort, retry, "
+            "pause, resume",
         ),
     ],
 )
