@@ -46,6 +46,7 @@ from lambda_rollouts.model import (
     VERSION_PATTERN,
     ActionResult,
     BuiltinMetric,
+    DriftPolicy,
     HookPoint,
     HookResult,
     InconclusivePolicy,
@@ -446,6 +447,12 @@ def _spec_schema() -> dict[str, Any]:
                 "Fail the rollout when it makes no progress for this long.", minimum=1
             ),
             "paused": _boolean("Hold the rollout where it is."),
+            "onDrift": _string(
+                "What to do when the alias was changed outside the operator: Pause (the default) holds "
+                "the rollout with a Drifted condition naming the change; Correct restores the planned "
+                "state with one write.",
+                enum=[policy.value for policy in DriftPolicy],
+            ),
         },
         "x-kubernetes-validations": [
             _rule(VERSION_RULE, VERSION_MESSAGE),
@@ -576,6 +583,22 @@ def _status_schema() -> dict[str, Any]:
                 "x-kubernetes-list-map-keys": ["point"],
             },
             "pausedByAction": _boolean("A pause action holds the rollout until a resume action."),
+            "drift": {
+                "type": "object",
+                "description": (
+                    "Set while the rollout is paused because its alias was changed outside the operator."
+                ),
+                "required": ["expected", "observed", "since", "previousPhase"],
+                "properties": {
+                    "expected": _string("The alias as the operator left it."),
+                    "observed": _string("The alias as it was found."),
+                    "since": _string("When the change was found (RFC 3339)."),
+                    "previousPhase": _string(
+                        "The phase to return to when the change is undone.",
+                        enum=[phase.value for phase in Phase],
+                    ),
+                },
+            },
             "lastAction": last_action,
             "resolvedVersion": _string("The published version that spec.versionFrom resolved to."),
             "resolvedFrom": _string(

@@ -41,6 +41,15 @@ class ConditionType(enum.StrEnum):
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+    # The operator's own: the alias was changed outside the operator (True while paused for it).
+    DRIFTED = "Drifted"
+
+
+class DriftPolicy(enum.StrEnum):
+    """What the operator does when the alias was changed outside it."""
+
+    PAUSE = "Pause"  # hold, say what changed, write nothing until a person decides
+    CORRECT = "Correct"  # restore the planned state with one write
 
 
 class Reason(enum.StrEnum):
@@ -76,6 +85,10 @@ class Reason(enum.StrEnum):
     INVALID_REQUEST = "InvalidRequest"
     # Deletion.
     DELETING = "Deleting"
+    # Drift.
+    DRIFTED = "Drifted"
+    DRIFT_CORRECTED = "DriftCorrected"
+    DRIFT_RESOLVED = "DriftResolved"
     # Manual actions.
     ABORTED = "Aborted"
     ACTION_APPLIED = "ActionApplied"
@@ -520,6 +533,7 @@ class RolloutSpec(_Model):
     hooks: Hooks | None = None
     progress_deadline_seconds: int | None = Field(default=None, ge=1)
     paused: bool = False
+    on_drift: DriftPolicy = DriftPolicy.PAUSE
 
     @model_validator(mode="after")
     def _one_version(self) -> RolloutSpec:
@@ -693,6 +707,18 @@ class AnalysisStatus(_Model):
     results: list[CheckResult] = Field(default_factory=list)
 
 
+class DriftStatus(_Model):
+    """The alias as the operator left it and as someone else changed it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    expected: str
+    observed: str
+    since: str
+    # The phase to return to when the change is undone.
+    previous_phase: Phase
+
+
 class LastAction(_Model):
     """The acknowledgement of the last manual action: what was asked, and what came of it."""
 
@@ -751,6 +777,8 @@ class RolloutStatus(_Model):
     hooks: list[HookStatus] | None = None
     # Set while a "pause" action holds the rollout (until "resume").
     paused_by_action: bool | None = None
+    # Set while the rollout is paused because the alias was changed outside the operator.
+    drift: DriftStatus | None = None
     last_action: LastAction | None = None
     # The published version that spec.versionFrom resolved to, and what it was resolved from.
     resolved_version: str | None = None

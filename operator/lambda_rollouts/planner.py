@@ -29,9 +29,9 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from lambda_rollouts.analysis import (
@@ -59,6 +59,8 @@ from lambda_rollouts.model import (
     Condition,
     ConditionType,
     ConfirmHook,
+    DriftPolicy,
+    DriftStatus,
     EventType,
     Hook,
     HookPoint,
@@ -488,6 +490,19 @@ def _decide(
         if not rolled_back:
             return _Decision(False, f"nothing to retry: {where}")
         return _Decision(True, status=status.model_copy(update={"aborted_at": None}), held=False)
+    if status.drift is not None and action == ManualAction.RESUME:
+        # Carry on from the alias as someone left it: plan from it as if adopting it.
+        fresh = RolloutStatus(observed_generation=status.observed_generation, last_action=status.last_action)
+        return _Decision(True, status=fresh, held=False)
+    if status.drift is not None and action != ManualAction.ABORT:
+        return _Decision(
+            False,
+            "paused because the alias was changed outside the operator: undo the change, or resume to "
+            "carry on from the alias as it is",
+        )
+    if status.drift is not None:
+        # Abort sends all traffic back to the stable version, whatever the alias shows now.
+        status = _without_drift(status, _parse_or_epoch(status.drift.since))
     if action == ManualAction.RESUME:
         if not status.paused_by_action:
             extra = "; spec.paused is true: change it in the spec" if spec.paused else ""
@@ -500,11 +515,15 @@ def _decide(
             return _Decision(False, "already paused by an action: resume to go on")
         return _Decision(True, held=True)
     if action == ManualAction.ABORT:
-        return _Decision(True, directive=ManualAction.ABORT, held=False)
+        return _Decision(True, directive=ManualAction.ABORT, held=False, status=status)
     if spec.paused:
         return _Decision(False, "spec.paused is true: set it to false in the spec to go on")
     # promote and promote-full also end a hold by a "pause" action: a person said go on.
     return _Decision(True, directive=action, held=False)
+
+
+def _parse_or_epoch(text: str) -> datetime:
+    return parse_time(text) or datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _where(status: RolloutStatus, desired: str | None) -> str:
@@ -549,6 +568,18 @@ def _plan(
         held_by_action=held,
         directive=directive,
     )
+    if directive != ManualAction.ABORT:
+        drift = _detect_drift(spec, status, alias, steps)
+        if drift is not None:
+            return _plan_drift(context, drift)
+        if status.drift is not None:
+            # Someone undid the change: carry on from where the rollout was.
+            context.event(
+                Reason.DRIFT_RESOLVED,
+                f"alias {spec.alias} is back to {status.drift.expected}: carrying on",
+            )
+            status = _without_drift(status, now)
+            context = replace(context, previous=status)
     if _rolled_back(status, desired):
         return _plan_hold_rolled_back(context)
     stable, canary = _derive_pair(status, alias)
@@ -562,6 +593,166 @@ def _plan(
     if canary is not None and (canary_weight > 0 or alias.function_version != stable):
         return _plan_restore_stable(context, stable, canary)
     return _plan_progress(context, alias.function_version, desired, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Drift: the alias changed outside the operator.
+
+_State = tuple[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class _Drift:
+    expected: _State
+    expected_text: str
+    observed_text: str
+
+
+def _describe_state(primary: str, routing: Mapping[str, float]) -> str:
+    if not routing:
+        return f"100% on version {primary}"
+    parts = [f"{100 - sum(routing.values()):g}% on version {primary}"]
+    parts += [f"{percent:g}% on version {version}" for version, percent in routing.items()]
+    return " / ".join(parts)
+
+
+def _route_state(stable: str, canary: str, weight: float) -> _State:
+    if weight >= 100:
+        return canary, {}
+    if weight <= 0:
+        return stable, {}
+    return stable, {canary: weight}
+
+
+def _expected_state(status: RolloutStatus) -> _State | None:
+    """The alias as the operator last left it, by the status; None when the status says nothing."""
+    phase = status.drift.previous_phase if status.drift is not None else status.phase
+    stable, canary, weight = status.stable_version, status.canary_version, status.canary_weight
+    if phase == Phase.HEALTHY and canary:
+        return canary, {}
+    if phase == Phase.DEGRADED and status.aborted_at is not None and stable:
+        return stable, {}
+    if phase in (Phase.PROGRESSING, Phase.PAUSED) and stable and canary and stable != canary:
+        if weight is None:
+            return None
+        return _route_state(stable, canary, weight)
+    return None
+
+
+def _next_planned_state(status: RolloutStatus, steps: Sequence[Step]) -> _State | None:
+    """The alias after the next write the plan makes from the status (a restart after that write
+    landed and before its status did finds the alias there)."""
+    stable, canary, index = status.stable_version, status.canary_version, status.current_step_index
+    if not stable or not canary or index is None:
+        return None
+    weight = status.canary_weight or 0.0
+    for step in steps[index:]:
+        if isinstance(step, SetWeight) and not _weights_equal(step.weight, weight):
+            return _route_state(stable, canary, float(step.weight))
+    return canary, {}
+
+
+def _serves(alias: AliasState, state: _State) -> bool:
+    primary, routing = state
+    if alias.function_version != primary or set(alias.routing) != set(routing):
+        return False
+    return all(_weights_equal(alias.routing[version], percent) for version, percent in routing.items())
+
+
+def _detect_drift(
+    spec: RolloutSpec, status: RolloutStatus, alias: AliasState, steps: Sequence[Step]
+) -> _Drift | None:
+    if spec.desired_version != status.canary_version:
+        return None  # a spec change: the planner moves the alias on purpose
+    if _rolled_back(status, spec.desired_version) and (status.canary_weight or 0.0) > 0:
+        return None  # our own rollback write is still pending
+    expected = _expected_state(status)
+    if expected is None or _serves(alias, expected):
+        return None
+    if status.drift is None and status.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        following = _next_planned_state(status, steps)
+        if following is not None and _serves(alias, following):
+            return None  # our own write, whose status write was lost
+    return _Drift(
+        expected, _describe_state(*expected), _describe_state(alias.function_version, alias.routing)
+    )
+
+
+def _without_drift(status: RolloutStatus, now: datetime) -> RolloutStatus:
+    assert status.drift is not None
+    return status.model_copy(
+        update={
+            "phase": status.drift.previous_phase,
+            "drift": None,
+            "message": None,
+            "conditions": [],
+            "last_progress_at": format_time(now),
+        }
+    )
+
+
+def _plan_drift(context: _Context, drift: _Drift) -> Plan:
+    previous, alias, spec = context.previous, context.alias, context.spec
+    what = (
+        f"alias {spec.alias} was changed outside the operator: expected {drift.expected_text}, "
+        f"found {drift.observed_text}"
+    )
+    if spec.on_drift == DriftPolicy.CORRECT:
+        primary, routing = drift.expected
+        canary, percent = next(iter(routing.items()), (None, 0.0))
+        message = f"{what}; restored it (spec.onDrift: Correct)"
+        context.event(Reason.DRIFT_CORRECTED, message, EventType.WARNING)
+        restored = _without_drift(previous, context.now) if previous.drift is not None else previous
+        status = restored.model_copy(update={"observed_generation": context.generation})
+        action = RouteTraffic(primary, canary, percent, alias.revision_id)
+        return Plan(status, action=action, requeue_after=0.0, events=tuple(context.events))
+    message = (
+        f"{what}; paused (spec.onDrift: Pause): undo the change, resume to carry on from the alias as "
+        "it is, or set spec.onDrift: Correct"
+    )
+    known = previous.drift
+    if known is None or known.observed != drift.observed_text:
+        context.event(Reason.DRIFTED, message, EventType.WARNING)
+    since = (
+        known.since
+        if known is not None and known.observed == drift.observed_text
+        else format_time(context.now)
+    )
+    record = DriftStatus(
+        expected=drift.expected_text,
+        observed=drift.observed_text,
+        since=since,
+        previous_phase=known.previous_phase if known is not None else (previous.phase or Phase.PROGRESSING),
+    )
+    conditions = build_conditions(
+        previous.conditions,
+        phase=Phase.PAUSED,
+        reason=Reason.DRIFTED,
+        message=message,
+        generation=context.generation,
+        now=context.now,
+    )
+    earlier = next((c for c in previous.conditions if c.type == ConditionType.DRIFTED), None)
+    conditions.append(
+        Condition(
+            type=ConditionType.DRIFTED.value,
+            status="True",
+            reason=Reason.DRIFTED.value,
+            message=message,
+            last_transition_time=earlier.last_transition_time if earlier else format_time(context.now),
+            observed_generation=context.generation,
+        )
+    )
+    status = previous.model_copy(
+        update={
+            "observed_generation": context.generation,
+            "phase": Phase.PAUSED,
+            "message": message,
+            "drift": record,
+            "conditions": conditions,
+        }
+    )
+    return Plan(status, events=tuple(context.events))
 
 
 def _rolled_back(status: RolloutStatus, desired: str) -> bool:
@@ -583,8 +774,9 @@ def _plan_hold_rolled_back(context: _Context) -> Plan:
     reason = _condition_reason(previous, ConditionType.STALLED) or Reason.ANALYSIS_FAILED
     message = previous.message or f"rolled back to version {stable}"
     action = None
-    if served != {stable} and served <= {stable, canary}:
-        # The rollback write did not happen yet (it failed, or a deadline passed during an outage).
+    pending = (previous.canary_weight or 0.0) > 0
+    if pending and served != {stable} and served <= {stable, canary}:
+        # The rollback write did not land yet (it failed, or a deadline passed during an outage).
         action = RouteTraffic(stable, None, 0.0, alias.revision_id)
         context.event(
             Reason(reason), f"sending all traffic back to version {stable}: {message}", EventType.WARNING
@@ -592,7 +784,7 @@ def _plan_hold_rolled_back(context: _Context) -> Plan:
     status = previous.model_copy(
         update={
             "observed_generation": context.generation,
-            "canary_weight": 0.0 if action is not None else previous.canary_weight,
+            "canary_weight": alias.percent_on(canary) if action is None else previous.canary_weight,
             "retry_count": 0,
             "conditions": build_conditions(
                 previous.conditions,
@@ -604,7 +796,7 @@ def _plan_hold_rolled_back(context: _Context) -> Plan:
             ),
         }
     )
-    return Plan(status, action=action, events=tuple(context.events))
+    return Plan(status, action=action, requeue_after=0.0 if action else None, events=tuple(context.events))
 
 
 def _verify_request(spec: RolloutSpec, stable: str, canary: str) -> VerifyVersions:
@@ -1281,8 +1473,10 @@ class _Work:
         outcome = f"rolled back to version {self.stable}" if moved else "no traffic was moved"
         message = f"{cause}; {outcome}"
         self.context.event(reason, message, EventType.WARNING)
-        status = self.status(message, reason, phase=Phase.DEGRADED, weight=0.0, aborted=True)
-        return self.plan(status, action=action)
+        # The weight stays as observed until the rollback is read back: a rollback whose write did
+        # not land is sent again (see _plan_hold_rolled_back).
+        status = self.status(message, reason, phase=Phase.DEGRADED, aborted=True)
+        return self.plan(status, action=action, requeue_after=0.0 if action else None)
 
 
 def _route_to(stable: str, canary: str, percent: float, revision_id: str) -> RouteTraffic:

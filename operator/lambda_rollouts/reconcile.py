@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -129,6 +129,8 @@ class LoopMemory:
     alias_after_write: AliasState | None = None
     # A manual action taken from the annotation whose acknowledgement is not written yet.
     pending_request: planner.ActionRequest | None = None
+    # The status as stored during this pass (as read, or as written ahead of a rollback).
+    pass_status: dict[str, Any] = field(default_factory=dict)
 
     def current_status(self, raw_status: dict[str, Any]) -> dict[str, Any]:
         if self.status_written is not None and raw_status == self.status_read:
@@ -187,6 +189,7 @@ class RolloutService:
         started = time.monotonic()
         generation = body.get("metadata", {}).get("generation")
         raw_status = memory.current_status(dict(body.get("status") or {}))
+        memory.pass_status = raw_status
         status = RolloutStatus.parse(raw_status)
         known_alias, memory.alias_after_write = memory.alias_after_write, None
         request = await self._take_request(ref, body, memory)
@@ -211,8 +214,9 @@ class RolloutService:
             # Applied (or rejected) by this plan: never again, even if the status write fails.
             memory.pending_request = None
         new_status = plan.status.to_wire()
+        if new_status != memory.pass_status:
+            await self._writer.write_status(ref.namespace, ref.name, new_status, memory.pass_status)
         if new_status != raw_status:
-            await self._writer.write_status(ref.namespace, ref.name, new_status, raw_status)
             memory.status_read, memory.status_written = raw_status, new_status
         for event in plan.events:
             events.post(event)
@@ -277,12 +281,22 @@ class RolloutService:
             )
         if plan.action is None:
             return plan
+        if _is_rollback(plan):
+            # Written ahead of the write: should the operator die between the two, the status
+            # already says "rolled back" and the next pass sends the rollback again, instead of
+            # finding the alias on stable and taking it for someone else's change.
+            await self._write_ahead(ref, plan, memory)
         served = await self._act(target, plan.action)
         if plan.requeue_after == 0:
             memory.alias_after_write = served
         canary = plan.status.canary_version
         weight = served.percent_on(canary) if canary else None
         return _with_status(plan, plan.status.model_copy(update={"canary_weight": weight}))
+
+    async def _write_ahead(self, ref: RolloutRef, plan: planner.Plan, memory: LoopMemory) -> None:
+        ahead = plan.status.to_wire()
+        await self._writer.write_status(ref.namespace, ref.name, ahead, memory.pass_status)
+        memory.pass_status = ahead
 
     async def _resolve_version(
         self, target: Target, spec: RolloutSpec, status: RolloutStatus
@@ -475,6 +489,16 @@ class RolloutService:
                 f"rollout deleted mid-shift: all traffic sent back to version {action.primary}",
             )
         )
+
+
+def _is_rollback(plan: planner.Plan) -> bool:
+    action, status = plan.action, plan.status
+    return (
+        isinstance(action, planner.RouteTraffic)
+        and action.canary is None
+        and status.aborted_at is not None
+        and action.primary == status.stable_version
+    )
 
 
 def _with_status(plan: planner.Plan, status: RolloutStatus) -> planner.Plan:

@@ -44,6 +44,7 @@ from lambda_rollouts.model import (
     CheckResult,
     Condition,
     ConfirmHook,
+    DriftStatus,
     Hook,
     HookPoint,
     HookResult,
@@ -421,6 +422,7 @@ MODEL_NODES: list[tuple[type[BaseModel], str, tuple[str, ...]]] = [
     (CheckResult, "status", ("stepAnalysis", "results", "[]")),
     (HookStatus, "status", ("hooks", "[]")),
     (LastAction, "status", ("lastAction",)),
+    (DriftStatus, "status", ("drift",)),
     (Condition, "status", ("conditions", "[]")),
 ]
 
@@ -567,6 +569,12 @@ def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
         ),
         resolved_version="42",
         resolved_from="codeSha256 Mx+yMFRqL9kJFHS9BGugOKKhUwbHGCwBT4wCOOjakXc=",
+        drift=DriftStatus(
+            expected="90% on version 41 / 10% on version 42",
+            observed="100% on version 40",
+            since="2025-01-01T10:02:00.000000Z",
+            previous_phase=Phase.PROGRESSING,
+        ),
     ).to_wire()
     # Every field is set, nested ones included, so pruning any of them would show.
     assert set(status) == _aliases(RolloutStatus)
@@ -574,6 +582,7 @@ def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
     assert set(status["stepAnalysis"]["results"][0]) == _aliases(CheckResult)
     assert set(status["hooks"][0]) == _aliases(HookStatus)
     assert set(status["lastAction"]) == _aliases(LastAction)
+    assert set(status["drift"]) == _aliases(DriftStatus)
     manifest = {**_rollout(), "status": status}
     assert prune_object(CRD, manifest)["status"] == status
     assert unknown_fields(CRD, manifest) == []

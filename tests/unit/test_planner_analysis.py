@@ -170,8 +170,10 @@ def test_a_rolled_back_rollout_never_retries_on_its_own_until_the_version_change
 def test_a_failed_rollback_write_is_retried_by_the_held_rollout() -> None:
     spec = make_spec(analysis=ERROR_RATE)
     run = drive(spec, until=60, read=healthy_traffic(errors=50))
-    # Pretend the rollback write never landed: the alias is still split.
+    # The rollback write never landed: the alias is still split, and the status written ahead of
+    # the write still shows the weight it had.
     run.alias = AliasState("1", {"2": 10.0}, "rev-9")
+    run.status = run.status.model_copy(update={"canary_weight": 10.0})
     result = planner.plan(spec, run.status, run.alias, generation=1, now=T0 + timedelta(seconds=70))
     assert result.action == RouteTraffic("1", None, 0.0, "rev-9")
     assert result.status.phase == "Degraded"
