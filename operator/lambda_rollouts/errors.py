@@ -24,6 +24,12 @@ class SpecError(LambdaRolloutsError):
     reason = "InvalidSpec"
 
 
+class ForbiddenError(SpecError):
+    """The operator's tenancy settings do not let this namespace target this function or role."""
+
+    reason = "Forbidden"
+
+
 class AwsError(LambdaRolloutsError):
     """Something AWS answered (or failed to answer)."""
 

@@ -70,6 +70,7 @@ class Reason(enum.StrEnum):
     ROLLED_BACK = "RolledBack"
     # Failures (Stalled=True).
     INVALID_SPEC = "InvalidSpec"
+    FORBIDDEN = "Forbidden"
     FUNCTION_NOT_FOUND = "FunctionNotFound"
     VERSION_NOT_FOUND = "VersionNotFound"
     VERSION_NOT_ACTIVE = "VersionNotActive"

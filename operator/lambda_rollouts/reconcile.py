@@ -56,6 +56,7 @@ from lambda_rollouts.model import (
 )
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.tenancy import check_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ class RolloutService:
         spec: RolloutSpec | None = None
         try:
             spec = RolloutSpec.parse(body.get("spec"))
+            check_allowed(self._settings.tenancy, ref.namespace, spec, self._settings.default_region)
             plan = await self._plan_and_act(ref, spec, status, generation, known_alias, memory, request)
         except ObjectGoneError:
             raise
@@ -471,8 +473,9 @@ class RolloutService:
         status = RolloutStatus.parse(body.get("status"))
         try:
             spec = RolloutSpec.parse(body.get("spec"))
+            check_allowed(self._settings.tenancy, ref.namespace, spec, self._settings.default_region)
         except SpecError:
-            return  # an invalid rollout never wrote to any alias
+            return  # an invalid or forbidden rollout never wrote to any alias
         target = self.target_of(spec)
         try:
             alias = await self._router.get_alias(target)
