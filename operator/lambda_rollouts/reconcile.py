@@ -203,10 +203,15 @@ class RolloutService:
             raise
         except LambdaRolloutsError as exc:
             logger.info("rollout %s: %s (%s)", ref, exc.message, exc.reason)
+            # After a rollback written ahead, the failure is planned from that status: the
+            # rollout is rolled back, and the next pass sends the rollback write again.
+            before = status if memory.pass_status is raw_status else RolloutStatus.parse(memory.pass_status)
             plan = planner.plan_failure(
-                status, exc, spec=spec, generation=generation, now=self._clock(), backoff=self._backoff
+                before, exc, spec=spec, generation=generation, now=self._clock(), backoff=self._backoff
             )
-            if request is not None and not exc.transient:
+            if before is not status:
+                memory.pending_request = None  # acknowledged in the status written ahead
+            elif request is not None and not exc.transient:
                 plan = planner.reject_request(plan, request, exc.message, now=self._clock())
                 memory.pending_request = None
             elif request is not None:

@@ -12,7 +12,7 @@ from lambda_rollouts.aws.fake import FakeLambda
 from lambda_rollouts.errors import AccessDeniedError, ThrottledError
 from lambda_rollouts.kube import RecordingStatusWriter, status_merge_patch
 from lambda_rollouts.planner import Event
-from lambda_rollouts.reconcile import RolloutRef, RolloutService
+from lambda_rollouts.reconcile import LoopMemory, RolloutRef, RolloutService
 from lambda_rollouts.settings import Settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -234,3 +234,29 @@ def test_status_merge_patch_removes_keys_the_new_status_lacks() -> None:
     assert status_merge_patch({"phase": "Healthy"}, {"phase": "Paused", "pausedAt": "x"}) == {
         "status": {"pausedAt": None, "phase": "Healthy"}
     }
+
+
+async def test_a_rollback_whose_write_fails_stays_rolled_back_and_is_sent_again(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter, clock: Clock
+) -> None:
+    read = stored(rollout(), writer)
+    await service.reconcile(REF, read(), Events())
+    assert [dict(w.routing) for w in aws.writes] == [{"2": 10.0}]
+    body = read()
+    body["metadata"] = body["metadata"] | {"annotations": {"lambda.rollouts.dev/action": "abort:a1"}}
+    aws.fail_next("UpdateAlias", ThrottledError("Rate exceeded"))
+    memory = LoopMemory()
+    await service.reconcile(REF, body, Events(), memory)
+    status = writer.writes[-1][2]
+    # Written ahead of the failed write, and kept: the rollout is rolled back, the alias not yet.
+    assert status["phase"] == "Degraded"
+    assert status["canaryWeight"] == 10.0
+    assert [dict(w.routing) for w in aws.writes] == [{"2": 10.0}]
+    clock.now += timedelta(seconds=5)
+    await service.reconcile(REF, read(), Events(), memory)
+    assert aws.writes[-1].primary == "1"
+    assert dict(aws.writes[-1].routing) == {}
+    final = writer.writes[-1][2]
+    assert final["canaryWeight"] == 0.0
+    # Acknowledged once, as applied: the abort is not asked again of the rolled-back rollout.
+    assert (final["lastAction"]["id"], final["lastAction"]["result"]) == ("a1", "Applied")
