@@ -28,6 +28,37 @@ Contract:
   Stubber count like real ones. Requests refused before they were sent (parameter validation)
   are counted in ``calls`` only. The observer must be quick; an exception it raises is logged and
   never reaches the caller.
+- Pacing: every HTTP attempt of every client made here, botocore's retries included, first takes
+  a token (Lambda's data-plane ``Invoke`` excepted, see ``lambda_rollouts.aws.ratelimit``) from
+  ``rate_limiter`` (by default ``RateLimiter.from_settings(settings)``), in the bucket
+  of (account, region, service): the account is the role's (from its ARN) for a ``role_arn`` and
+  ``"default"`` for the operator's own credentials, STS's ``AssumeRole`` included. The token is
+  taken in botocore's ``before-send``, which fires once per attempt, so retries are paced like
+  first tries and a throttled operator never stampedes the API; a per-call hook (``before-call``)
+  would pace only first tries. The wait blocks the calling worker thread, never the event loop.
+  Answers given before the request is built (the Stubber, ``before-call`` hooks) take no token.
+- ``attempts`` counts HTTP attempts by operation name, retries included, as each one gets its
+  token; ``sum(attempts) - sum(calls)`` is the number of botocore retries.
+- Retries: ``default_client_config`` uses botocore's retry ``mode`` (``settings.aws_retry_mode``:
+  ``standard`` or ``adaptive``) with ``total_max_attempts`` = ``settings.aws_max_attempts``, every
+  attempt counted, the first one included (botocore's ``max_attempts`` key would count retries
+  only). What botocore 1.44 does in ``standard`` mode (other releases may differ in detail): it
+  retries throttling errors (``TooManyRequestsException``, ``Throttling``..., and a 429 whose code
+  the operation's model does not list), 500/502/503/504, ``RequestTimeout``, read timeouts and
+  connection errors; it waits rand(0, 1) x min(base x 2^(attempt - 1), 20 s), with base 1 s after
+  throttling and 50 ms after other errors, sleeping (``time.sleep``, real time) in the calling
+  thread; and a per-client retry quota (500 units, 5 per retry after throttling, 14 per other
+  retry, refunded by successes) stops retries during an outage. Lambda's 429 carries
+  ``Retry-After`` (seconds): botocore parses it into the error's ``retryAfterSeconds`` field, but
+  its backoff does not read it. The only header that backoff reads is ``x-amz-retry-after``
+  (milliseconds), which raises the delay to its value, at most 5 s above the jittered delay. A 409
+  or 412 is not retried by botocore: the caller decides (see ``lambda_rollouts.aws.errors``).
+  ``adaptive`` adds botocore's own rate limiter per client, which starts slowing the client down
+  after its first throttled answer; the shared buckets above still apply first.
+- ``install(hook)`` calls ``hook(service_name, client)`` for every client in the cache now and
+  for every client made later (a credential refresh makes new ones), after the project's own
+  hooks are registered: the way to add botocore event handlers (fault injection, tracing) to all
+  of them. Hooks run with the cache's lock held: they must be quick and must not use this object.
 - Thread-safe: the session and the caches sit behind one lock (boto3 sessions are not
   thread-safe; clients are).
 """
@@ -50,6 +81,7 @@ from botocore.exceptions import ClientError
 
 from lambda_rollouts import __version__
 from lambda_rollouts.aws.errors import is_expired_token, translated
+from lambda_rollouts.aws.ratelimit import RateLimiter, account_of
 from lambda_rollouts.errors import AwsError
 from lambda_rollouts.settings import Settings
 
@@ -61,6 +93,8 @@ if TYPE_CHECKING:
 
 SESSION_NAME = "lambda-rollouts"
 DEFAULT_REFRESH_MARGIN = timedelta(minutes=5)
+# Attempts per API call, the first one included: up to three retries.
+DEFAULT_MAX_ATTEMPTS = 4
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +102,8 @@ Clock = Callable[[], datetime]
 SessionFactory = Callable[[], boto3.session.Session]
 # (service, operation, error code or None): see ``AwsClients`` and the module docstring.
 CallObserver = Callable[[str, str, str | None], None]
+# Told (service name, client) of every client made; see ``AwsClients.install``.
+ClientHook = Callable[[str, BaseClient], None]
 _Result = TypeVar("_Result")
 # A client config reduced to hashable values, so it can be part of a cache key.
 _ConfigKey = tuple[tuple[str, Hashable], ...]
@@ -92,9 +128,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def default_client_config() -> Config:
+def default_client_config(
+    *, retry_mode: Literal["standard", "adaptive"] = "standard", max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> Config:
+    """The project's client config: botocore's ``retry_mode`` with ``max_attempts`` attempts in all."""
     return Config(
-        retries={"mode": "standard", "max_attempts": 3},
+        # total_max_attempts counts every attempt; botocore's max_attempts would count retries only.
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         connect_timeout=5,
         read_timeout=20,
         user_agent_extra=f"lambda-rollouts/{__version__}",
@@ -113,14 +153,20 @@ class AwsClients:
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
         client_config: Config | None = None,
         on_call: CallObserver | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self._on_call = on_call
+        self.rate_limiter = rate_limiter or RateLimiter.from_settings(settings)
         self._session_factory: SessionFactory = session_factory or boto3.session.Session
         self._clock = clock
         self._refresh_margin = refresh_margin
-        self._client_config = client_config or default_client_config()
+        self._client_config = client_config or default_client_config(
+            retry_mode=settings.aws_retry_mode, max_attempts=settings.aws_max_attempts
+        )
         self.calls: Counter[str] = Counter()
+        self.attempts: Counter[str] = Counter()
+        self._client_hooks: list[ClientHook] = []
         self._calls_lock = threading.Lock()
         # Reentrant: building a client for a role builds (and caches) the STS client first.
         self._lock = threading.RLock()
@@ -191,6 +237,13 @@ class AwsClients:
         """Drop cached credentials for a role, so the next client for it assumes the role again."""
         with self._lock:
             self._credentials.pop(role_arn, None)
+
+    def install(self, hook: ClientHook) -> None:
+        """Call ``hook(service_name, client)`` on every cached client now and every client made later."""
+        with self._lock:
+            self._client_hooks.append(hook)
+            for (service_name, *_), cached in self._clients.items():
+                hook(service_name, cached.client)
 
     @overload
     def call(
@@ -278,10 +331,19 @@ class AwsClients:
                 aws_secret_access_key=credentials.secret_access_key if credentials else None,
                 aws_session_token=credentials.session_token if credentials else None,
             )
+            # First among the generic before-send handlers, so that the token is taken before an
+            # emulator's stub or an injected fault answers the attempt, as a real request takes one.
+            # (Handlers on a narrower name, before-send.lambda.GetAlias, run before every generic
+            # one; botocore still calls this one after them unless they raise.)
+            client.meta.events.register_first(
+                "before-send", self._pacer(service_name, region, account_of(role_arn))
+            )
             # provide-client-params fires once per API call, before any handler can short-circuit it.
             client.meta.events.register("provide-client-params", self._count_call)
             if self._on_call is not None:
                 self._observe_outcomes(client, service_name, self._on_call)
+            for hook in self._client_hooks:
+                hook(service_name, client)
             cached = _CachedClient(client=client, credentials=credentials)
             self._clients[key] = cached
         return cached.client
@@ -316,6 +378,19 @@ class AwsClients:
     def _count_call(self, model: OperationModel, **_: Any) -> None:
         with self._calls_lock:
             self.calls[model.name] += 1
+
+    def _pacer(self, service_name: str, region: str, account: str) -> Callable[..., None]:
+        """The before-send handler that paces one client's attempts (see the module docstring)."""
+        limiter = self.rate_limiter
+
+        def pace(event_name: str, **_: Any) -> None:
+            # before-send.<service-id>.<Operation>
+            operation = event_name.rpartition(".")[2]
+            limiter.acquire(account, region, service_name, operation)
+            with self._calls_lock:
+                self.attempts[operation] += 1
+
+        return pace
 
     @staticmethod
     def _observe_outcomes(client: BaseClient, service_name: str, on_call: CallObserver) -> None:
