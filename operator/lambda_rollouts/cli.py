@@ -4,6 +4,9 @@
   the default AWS credential chain (``AWS_REGION``, ``AWS_ENDPOINT_URL`` honoured). All namespaces
   unless ``--namespace`` is given. ``--metrics-port`` (or ``LAMBDA_ROLLOUTS_METRICS_PORT``) serves
   Prometheus metrics at ``/metrics``; ``--log-format json`` writes one JSON object per log line.
+  Replicas elect one active operator through the ``ClusterKopfPeering`` named by ``--peering``
+  (default ``lambda-rollouts``), highest ``--priority`` first (default: random per process);
+  ``--standalone`` runs without peering, for a single replica.
 - ``sandbox``: a local Kubernetes API emulator and AWS emulator with a seeded demo function and
   the operator, kept running; prints the variables to export for kubectl.
 - ``demo``: the sandbox, a healthy canary and a failing release rolled back automatically, shown
@@ -56,12 +59,30 @@ def _configure_logging(verbose: bool) -> None:
     default=None,
     help="text, or one JSON object per line (LAMBDA_ROLLOUTS_LOG_FORMAT).",
 )
+@click.option(
+    "--peering",
+    "peering_name",
+    default=None,
+    metavar="NAME",
+    help="Elect one active replica through this ClusterKopfPeering (default: lambda-rollouts).",
+)
+@click.option(
+    "--priority",
+    "peering_priority",
+    type=int,
+    default=None,
+    help="Peering priority; the highest live one acts (default: random per process).",
+)
+@click.option("--standalone", is_flag=True, help="Run without peering: only for a single replica.")
 @click.option("--verbose", "-v", is_flag=True, help="Log at debug level.")
 def run(
     namespaces: tuple[str, ...],
     liveness: str | None,
     metrics_port: int | None,
     log_format: str | None,
+    peering_name: str | None,
+    peering_priority: int | None,
+    standalone: bool,
     verbose: bool,
 ) -> None:
     """Run the operator against the current cluster and AWS account."""
@@ -82,6 +103,14 @@ def run(
         overrides["metrics_port"] = metrics_port
     if log_format is not None:
         overrides["log_format"] = log_format
+    if standalone and (peering_name is not None or peering_priority is not None):
+        raise click.UsageError("--standalone runs without peering: --peering and --priority do not apply.")
+    if peering_name is not None:
+        overrides["peering_name"] = peering_name
+    if peering_priority is not None:
+        overrides["peering_priority"] = peering_priority
+    if standalone:
+        overrides["peering_standalone"] = True
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -108,7 +137,8 @@ def run(
             registry=build_registry(wiring),
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
-            standalone=True,
+            # The rest of the peering setup is applied at startup (handlers.configure_peering).
+            standalone=settings.peering_standalone,
             liveness_endpoint=settings.liveness_endpoint,
             stop_flag=stop,
         )

@@ -11,6 +11,8 @@ Contract:
   ``metadata.generation`` changes, so spec changes reach the alias without waiting for a tick.
 - The delete handler (behind the finalizer) runs ``RolloutService.finalize``; project errors
   become ``kopf.TemporaryError`` here and nowhere else, so deletion is retried until it is safe.
+- Startup turns on Kopf's cluster-wide peering (``configure_peering``) unless the operator was
+  started standalone, so that of several replicas only the one with the highest priority acts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from lambda_rollouts.errors import LambdaRolloutsError
 from lambda_rollouts.hooks import HookDispatcher
 from lambda_rollouts.kube import ApiConnection, HttpStatusWriter, StatusWriter
 from lambda_rollouts.model import ACTION_ANNOTATION, GROUP, PLURAL, VERSION
+from lambda_rollouts.peering import random_priority
 from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import (
     Backends,
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
     from lambda_rollouts.aws.clients import CallObserver, SessionFactory
 
 FINALIZER = f"{GROUP}/finalizer"
+
+logger = logging.getLogger(__name__)
 
 
 def default_backends(
@@ -189,6 +194,7 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
         settings.posting.level = logging.INFO
         # The operator needs no namespace or CRD scanning: it serves one known resource.
         settings.scanning.disabled = True
+        configure_peering(settings, wiring.settings)
 
     @kopf.on.cleanup(registry=registry)
     async def close_clients(**_: Any) -> None:
@@ -253,6 +259,48 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
             raise kopf.TemporaryError(f"cannot release the alias yet: {exc.message}", delay=delay) from exc
 
     return registry
+
+
+def configure_peering(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """Make the replicas elect one active operator through ``ClusterKopfPeering`` ``peering_name``.
+
+    Nothing changes when Kopf was started standalone (``kopf.operator(standalone=True)``, as the
+    sandbox and single-operator tests do) or ``settings.peering_standalone`` is set. Otherwise:
+
+    - mandatory: a replica stays paused until it has read the peering object, and forever while
+      the CRD or the object is missing (never two acting replicas for want of a peering object);
+      a CRD added after the start is not noticed, since Kopf's CRD scanning is off;
+    - cluster-wide even when the operator watches some namespaces only, since only
+      ``clusterkopfpeerings`` is installed; operators watching disjoint namespaces need distinct
+      peering names, or they pause each other;
+    - the priority is ``settings.peering_priority``, or a random one for this process: two live
+      peers of equal priority pause *both* (Kopf's own rule), so replicas must not share one;
+    - ``settings.peering_lifetime_seconds`` bounds how long a crashed active replica blocks the
+      others; keep-alives are not logged (stealth), pauses and resumes still are.
+
+    When paused, Kopf stops the rollout daemons rather than suspending them: ``stopped`` is set
+    and a daemon still running a few loop cycles later is cancelled, so a paused replica writes no
+    alias. The active replica starts them afresh from what it reads in the cluster and in Lambda.
+    """
+    peering = kopf_settings.peering
+    if peering.standalone or settings.peering_standalone:
+        peering.standalone = True
+        return
+    peering.standalone = False
+    peering.mandatory = True
+    peering.clusterwide = True
+    peering.name = settings.peering_name
+    peering.priority = (
+        settings.peering_priority if settings.peering_priority is not None else random_priority()
+    )
+    peering.lifetime = settings.peering_lifetime_seconds
+    peering.stealth = True
+    logger.info(
+        "Peering in ClusterKopfPeering %r with priority %d: the replica with the highest priority acts;"
+        " the others wait (and so does every replica while that object or its CRD is missing).",
+        peering.name,
+        peering.priority,
+    )
 
 
 def _login_failed(wiring: Wiring, message: str) -> kopf.PermanentError:

@@ -27,12 +27,22 @@ import yaml
 
 from lambda_rollouts.cli import run as run_command
 from lambda_rollouts.model import GROUP, PLURAL
+from lambda_rollouts.peering import (
+    CLUSTER_PEERING_CRD_NAME,
+    CLUSTER_PEERING_KIND,
+    CLUSTER_PEERING_PLURAL,
+    DEFAULT_PEERING_NAME,
+    PEERING_GROUP,
+    cluster_peering_crd,
+)
+from lambda_rollouts.sandbox.schema import unknown_fields, validate_object
 from lambda_rollouts.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CRD_SOURCE = ROOT / "crds" / "lambdarollouts.yaml"
 CRD_COPY = DEPLOY / "crds" / "lambdarollouts.yaml"
+PEERING_CRD_FILE = DEPLOY / "crds" / "clusterkopfpeerings.yaml"
 IAM_POLICY = DEPLOY / "iam" / "operator-policy.json"
 
 NAMESPACE = "lambda-rollouts"
@@ -96,6 +106,8 @@ def test_renders_exactly_the_operator_objects(rendered: list[dict[str, Any]]) ->
     assert sorted((item["kind"], item["metadata"]["name"]) for item in rendered) == sorted(
         [
             ("CustomResourceDefinition", f"{PLURAL}.{GROUP}"),
+            ("CustomResourceDefinition", CLUSTER_PEERING_CRD_NAME),
+            ("ClusterKopfPeering", DEFAULT_PEERING_NAME),
             ("Namespace", NAMESPACE),
             ("ServiceAccount", "lambda-rollouts"),
             ("ClusterRole", "lambda-rollouts"),
@@ -113,7 +125,13 @@ def test_every_object_carries_the_common_label(rendered: list[dict[str, Any]]) -
 
 
 def test_namespaced_objects_live_in_the_operator_namespace(rendered: list[dict[str, Any]]) -> None:
-    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        CLUSTER_PEERING_KIND,
+    }
     for item in rendered:
         expected = None if item["kind"] in cluster_scoped else NAMESPACE
         assert item["metadata"].get("namespace") == expected, item["kind"]
@@ -123,14 +141,35 @@ def test_namespaced_objects_live_in_the_operator_namespace(rendered: list[dict[s
 def test_every_object_is_valid_against_the_strict_kubernetes_schemas(
     rendered: list[dict[str, Any]], version: str
 ) -> None:
-    # strict=True: unknown fields are errors. The CRD is checked as the apiextensions.k8s.io/v1
-    # CustomResourceDefinition it declares itself to be.
+    # strict=True: unknown fields are errors. The CRDs are checked as the apiextensions.k8s.io/v1
+    # CustomResourceDefinitions they declare themselves to be; custom resources, which the
+    # validator has no schema for, against their CRD (below).
+    crds = {(c["spec"]["group"], c["spec"]["names"]["kind"]) for c in rendered if _is_crd(c)}
     for item in rendered:
+        if (item["apiVersion"].split("/")[0], item["kind"]) in crds:
+            continue
         try:
             kubernetes_validate.validate(item, version, strict=True)
         except kubernetes_validate.ValidationError as error:
             where = ".".join(str(part) for part in error.path)
             pytest.fail(f"{item['kind']}/{item['metadata']['name']} at {where}: {error.message}")
+
+
+def _is_crd(item: dict[str, Any]) -> bool:
+    return bool(item["kind"] == "CustomResourceDefinition")
+
+
+def test_custom_resources_are_valid_against_their_crds(rendered: list[dict[str, Any]]) -> None:
+    crds = {(c["spec"]["group"], c["spec"]["names"]["kind"]): c for c in rendered if _is_crd(c)}
+    custom = [item for item in rendered if (item["apiVersion"].split("/")[0], item["kind"]) in crds]
+    assert [item["kind"] for item in custom] == [CLUSTER_PEERING_KIND]
+    for item in custom:
+        crd = crds[item["apiVersion"].split("/")[0], item["kind"]]
+        scope = crd["spec"]["scope"]
+        assert ("namespace" in item["metadata"]) == (scope == "Namespaced"), item["metadata"]
+        assert validate_object(crd, item) == []
+        # What the API server would prune (and warn about) is a mistake in the manifest.
+        assert unknown_fields(crd, item) == []
 
 
 def test_the_strict_validation_rejects_an_unknown_field(deployment: dict[str, Any]) -> None:
@@ -139,6 +178,32 @@ def test_the_strict_validation_rejects_an_unknown_field(deployment: dict[str, An
     broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFs"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_the_peering_crd_is_the_one_kopf_documents() -> None:
+    # The file is what lambda_rollouts.peering serves to the emulator and the sandbox.
+    documents = [doc for doc in yaml.safe_load_all(PEERING_CRD_FILE.read_text()) if doc]
+    assert documents == [cluster_peering_crd()]
+    crd = documents[0]
+    # Kopf's documented manifest: kopf.dev/v1, cluster-scoped, a free-form status and no status
+    # subresource (Kopf merge-patches .status on the object itself).
+    assert crd["spec"]["group"] == PEERING_GROUP
+    assert crd["spec"]["names"]["plural"] == CLUSTER_PEERING_PLURAL
+    assert crd["spec"]["scope"] == "Cluster"
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == "v1"
+    assert "subresources" not in version
+    assert version["schema"]["openAPIV3Schema"]["properties"]["status"] == {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+
+
+def test_the_peering_object_is_the_one_the_operator_uses_by_default(rendered: list[dict[str, Any]]) -> None:
+    peering = _only(rendered, CLUSTER_PEERING_KIND)
+    assert peering["apiVersion"] == f"{PEERING_GROUP}/v1"
+    assert peering["metadata"]["name"] == DEFAULT_PEERING_NAME == Settings().peering_name
+    assert "status" not in peering, "the replicas own the status: their keep-alives"
 
 
 def test_the_crd_copy_equals_the_source() -> None:
@@ -151,14 +216,34 @@ def test_the_crd_copy_equals_the_source() -> None:
 # -- the Deployment --------------------------------------------------------------------------------
 
 
-def test_the_deployment_runs_one_operator_at_a_time(deployment: dict[str, Any]) -> None:
+def test_the_deployment_runs_two_replicas_rolled_one_pod_at_a_time(deployment: dict[str, Any]) -> None:
     spec = deployment["spec"]
-    # Without Kopf peering two pods would both drive the same aliases: one replica, and Recreate so
-    # that an update never overlaps the old pod with the new one.
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Kopf peering keeps one of them active, so a rolling update may overlap old and new pods; no
+    # pod goes before its replacement is ready, so a standby is there during the whole update.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     assert spec["selector"] == {"matchLabels": POD_LABELS}
     assert spec["template"]["metadata"]["labels"] == POD_LABELS
+
+
+def test_the_replicas_are_spread_over_nodes(deployment: dict[str, Any]) -> None:
+    assert deployment["spec"]["template"]["spec"]["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            # Soft: a one-node cluster still runs both replicas.
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": POD_LABELS},
+        }
+    ]
+
+
+def test_the_operator_runs_with_peering(container: dict[str, Any]) -> None:
+    # Peering is the default of `run`; --standalone in a Deployment of two replicas would let both act.
+    assert "--standalone" not in container["args"]
 
 
 def test_the_image_is_the_released_one(container: dict[str, Any]) -> None:
@@ -180,6 +265,8 @@ def test_the_arguments_are_options_of_the_run_command(container: dict[str, Any])
 
 def test_the_environment(container: dict[str, Any]) -> None:
     assert container["env"] == [
+        # Kopf's identity of the replica in the peering object: the pod's name.
+        {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "LAMBDA_ROLLOUTS_METRICS_PORT", "value": "9090"},
         {"name": "LAMBDA_ROLLOUTS_LOG_FORMAT", "value": "json"},
     ]
@@ -299,7 +386,7 @@ def test_the_metrics_service_reaches_the_operators_metrics_port(
 
 
 def test_the_cluster_role_grants_exactly_what_the_operator_uses(rendered: list[dict[str, Any]]) -> None:
-    crd = _only(rendered, "CustomResourceDefinition")
+    (crd,) = [item for item in rendered if _is_crd(item) and item["spec"]["group"] != PEERING_GROUP]
     group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
     # The rules name the resource the operator's code serves.
     assert (group, plural) == (GROUP, PLURAL)
@@ -310,6 +397,15 @@ def test_the_cluster_role_grants_exactly_what_the_operator_uses(rendered: list[d
         {"apiGroups": [group], "resources": [f"{plural}/status"], "verbs": ["get", "patch", "update"]},
         # kopf.event posts core v1 Events.
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        # Kopf's peering lists and watches every ClusterKopfPeering (it filters by name itself) ...
+        {"apiGroups": [PEERING_GROUP], "resources": [CLUSTER_PEERING_PLURAL], "verbs": ["list", "watch"]},
+        # ... and patches its keep-alive into its own only.
+        {
+            "apiGroups": [PEERING_GROUP],
+            "resources": [CLUSTER_PEERING_PLURAL],
+            "resourceNames": [DEFAULT_PEERING_NAME],
+            "verbs": ["get", "patch"],
+        },
     ]
 
 
@@ -319,13 +415,23 @@ def test_the_cluster_role_has_no_wildcards(rendered: list[dict[str, Any]]) -> No
             assert not any("*" in value for value in rule.get(field, [])), rule
 
 
-def test_the_cluster_role_leaves_out_scanning_and_peering(rendered: list[dict[str, Any]]) -> None:
-    # Kopf's namespace and CRD scanning is disabled and peering unused; granting them anyway would
-    # be privilege nothing needs.
+def test_the_cluster_role_leaves_out_scanning_and_namespaced_peering(rendered: list[dict[str, Any]]) -> None:
+    # Kopf's namespace and CRD scanning is disabled, and the peering is cluster-wide even for an
+    # operator that watches some namespaces only; granting these anyway would be privilege nothing
+    # needs.
     rules = _only(rendered, "ClusterRole")["rules"]
     resources = {resource for rule in rules for resource in rule["resources"]}
-    unused = {"namespaces", "customresourcedefinitions", "kopfpeerings", "clusterkopfpeerings", "leases"}
+    unused = {"namespaces", "customresourcedefinitions", "kopfpeerings", "leases"}
     assert resources & unused == set()
+
+
+def test_the_cluster_role_lets_the_operator_patch_its_own_peering_only(
+    rendered: list[dict[str, Any]],
+) -> None:
+    peering = _only(rendered, CLUSTER_PEERING_KIND)["metadata"]["name"]
+    for rule in _only(rendered, "ClusterRole")["rules"]:
+        if CLUSTER_PEERING_PLURAL in rule["resources"] and {"patch", "update", "delete"} & set(rule["verbs"]):
+            assert rule["resourceNames"] == [peering], rule
 
 
 def test_the_binding_gives_the_role_to_the_operators_account(rendered: list[dict[str, Any]]) -> None:

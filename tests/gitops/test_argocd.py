@@ -167,7 +167,9 @@ def _restoring() -> Run:
 def _after_hook_running() -> Run:
     run = drive(Run(spec_of(hooks=AFTER_HOOK)), until=3600, hook=hooks_answering(False, "FunctionError: x"))
     run.status = next(
-        status for _, status in run.passes if (status.message or "").endswith("running the afterAllowTraffic hook")
+        status
+        for _, status in run.passes
+        if (status.message or "").endswith("running the afterAllowTraffic hook")
     )
     return run
 

@@ -25,7 +25,11 @@ Contract:
     field selectors; ``limit``/``continue``;
   * watches from a ``resourceVersion`` (replayed from an event log; 410 ``Expired`` when older
     than the log), initial events, bookmarks, ``sendInitialEvents`` and ``timeoutSeconds``;
-  * ``meta.k8s.io`` Tables for ``kubectl get`` from the CRD's ``additionalPrinterColumns``.
+  * ``meta.k8s.io`` Tables for ``kubectl get`` from the CRD's ``additionalPrinterColumns``;
+  * Kopf peering, as ``kubectl apply -k deploy/`` installs it: the ``clusterkopfpeerings.kopf.dev``
+    CRD and one ``ClusterKopfPeering`` per name in ``peerings`` (default: ``lambda-rollouts``, the
+    operator's default), so that ``lambda-rollouts run`` elects an active replica here too;
+    ``peerings=()`` serves no peering at all.
 
   Timestamps come from the wall clock (``datetime.now(UTC)``), never from an event loop, so a
   fast-forwarded loop in the client does not move the server's time.
@@ -83,6 +87,14 @@ import kmock
 import yaml
 from multidict import CIMultiDictProxy, MultiMapping
 
+from lambda_rollouts.peering import (
+    CLUSTER_PEERING_PLURAL,
+    DEFAULT_PEERING_NAME,
+    PEERING_GROUP,
+    PEERING_VERSION,
+    cluster_peering,
+    cluster_peering_crd,
+)
 from lambda_rollouts.sandbox import schema as crd_schema
 
 logger = logging.getLogger(__name__)
@@ -93,6 +105,8 @@ _T = TypeVar("_T")
 
 CRD_RESOURCE: Final = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACE_RESOURCE: Final = kmock.resource("", "v1", "namespaces")
+CLUSTER_PEERING_RESOURCE: Final = kmock.resource(PEERING_GROUP, PEERING_VERSION, CLUSTER_PEERING_PLURAL)
+DEFAULT_PEERINGS: Final = (DEFAULT_PEERING_NAME,)
 DEFAULT_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 _CR_VERBS: Final = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -572,6 +586,10 @@ class _ServeNativelyError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
+# Requests kept in kmock's history (for reactions that count requests, e.g. fail the next N).
+_REQUEST_HISTORY = 500
+
+
 @attrs.define(kw_only=True)
 class KubernetesApiEmulator(kmock.KubernetesEmulator):
     """
@@ -583,11 +601,15 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
 
     crds: Sequence[Mapping[str, Any]] = ()
     namespaces: Sequence[str] = DEFAULT_NAMESPACES
+    peerings: Sequence[str] = DEFAULT_PEERINGS
     event_log_size: int = 10_000
     bookmark_interval: float = 60.0
     clock: Callable[[], datetime.datetime] = _now
 
-    served: list[ServedResponse] = attrs.field(factory=list, init=False)
+    # The latest responses, for tests to check (bounded: a long session must not grow forever).
+    served: collections.deque[ServedResponse] = attrs.field(
+        factory=lambda: collections.deque(maxlen=100_000), init=False
+    )
     _specs: dict[kmock.resource, ResourceSpec] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=1, init=False)
     _log: collections.deque[WatchEvent] = attrs.field(factory=collections.deque, init=False)
@@ -595,12 +617,15 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
     _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _pending_warnings: list[str] = attrs.field(factory=list, init=False)
+    _served: int = attrs.field(default=0, init=False)
+    _own_reactions: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         # Above kmock's stock fallbacks, below any user reaction: every resource request
         # (as opposed to discovery) is answered by this class, not by kmock's stock emulation.
         (self.fallback**1)[self._is_resource_request] << _ServeNativelyError
+        self._own_reactions = len(self._payloads)
         with warnings.catch_warnings():
             # kmock reads its bundled resource list with a deprecated importlib.resources call.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -609,6 +634,11 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             self.create_object(NAMESPACE_RESOURCE, {"metadata": {"name": namespace}})
         for crd in self.crds:
             self.add_crd(crd)
+        if self.peerings:
+            self.add_crd(cluster_peering_crd())
+        for peering in self.peerings:
+            if self.get_object(CLUSTER_PEERING_RESOURCE, None, peering) is None:
+                self.create_object(CLUSTER_PEERING_RESOURCE, cluster_peering(peering))
 
     # ---- public helpers ------------------------------------------------------------------------
 
@@ -660,7 +690,12 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         response: aiohttp.web.StreamResponse
         try:
             request = self._parse_request(raw_request, body)
+            self._served += 1
             self._requests.append(request)
+            # kmock finds a request's reactions by filtering its whole request history, so a long
+            # session got slower with every request: only the latest ones are kept.
+            if len(self._requests) > _REQUEST_HISTORY:
+                del self._requests[: len(self._requests) - _REQUEST_HISTORY]
             response = await self._handle(request)
         except ApiError as e:
             response = self._status_response(e)
@@ -722,7 +757,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             elif method == "DELETE":
                 action = kmock.action.DELETE
         return kmock.Request(
-            id=len(self._requests),
+            id=self._served,
             raw_request=raw_request,
             url=raw_request.url,
             method=raw_request.method,
@@ -744,6 +779,10 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         return request.resource is not None and request.resource.plural is not None
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if self._is_resource_request(request) and len(self._payloads) == self._own_reactions:
+            # No user reaction to defer to, so the answer is ours; asking kmock would filter its
+            # request history once per reaction, which made every request cost milliseconds.
+            return await self._serve(request)
         try:
             # Skip KubernetesEmulator._handle: its stock object bookkeeping is replaced here.
             return await kmock.RawHandler._handle(self, request)
@@ -1832,9 +1871,10 @@ async def run_kubernetes_emulator(
     port: int | None = None,
     kubeconfig_path: str | os.PathLike[str] | None = None,
     namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+    peerings: Sequence[str] = DEFAULT_PEERINGS,
 ) -> AsyncIterator[EmulatorHandle]:
     """Serve a new emulator on a loopback port in the running event loop until exited."""
-    emulator = KubernetesApiEmulator(crds=load_crds(crds), namespaces=namespaces)
+    emulator = KubernetesApiEmulator(crds=load_crds(crds), namespaces=namespaces, peerings=peerings)
     async with emulator:
         server = _LoopbackServer(emulator, host=host, port=port)
         async with server:
@@ -1863,6 +1903,7 @@ class ThreadedEmulator:
         port: int | None = None,
         kubeconfig_path: str | os.PathLike[str] | None = None,
         namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+        peerings: Sequence[str] = DEFAULT_PEERINGS,
     ) -> None:
         self._crds = load_crds(crds)
         self._options: JsonDict = {
@@ -1870,6 +1911,7 @@ class ThreadedEmulator:
             "port": port,
             "kubeconfig_path": kubeconfig_path,
             "namespaces": namespaces,
+            "peerings": peerings,
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -1962,10 +2004,16 @@ def start_in_thread(
     port: int | None = None,
     kubeconfig_path: str | os.PathLike[str] | None = None,
     namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+    peerings: Sequence[str] = DEFAULT_PEERINGS,
 ) -> ThreadedEmulator:
     """Start an emulator in a background thread; call ``.stop()`` (or use ``with``) to end it."""
     return ThreadedEmulator(
-        crds, host=host, port=port, kubeconfig_path=kubeconfig_path, namespaces=namespaces
+        crds,
+        host=host,
+        port=port,
+        kubeconfig_path=kubeconfig_path,
+        namespaces=namespaces,
+        peerings=peerings,
     ).start()
 
 
