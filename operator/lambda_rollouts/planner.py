@@ -166,7 +166,13 @@ class Answers:
 
     verified: str | None = None
     readings: Readings | None = None
+    # The latest hook answer; ``hooks`` keeps every answer of the pass (one pass can need two).
     hook: HookAnswer | None = None
+    hooks: tuple[HookAnswer, ...] = ()
+
+    def with_hook(self, answer: HookAnswer) -> Answers:
+        kept = tuple(earlier for earlier in self.hooks if earlier.point != answer.point)
+        return replace(self, hook=answer, hooks=(*kept, answer))
 
 
 @dataclass(frozen=True)
@@ -489,6 +495,8 @@ def _decide(
     if action == ManualAction.RETRY:
         if not rolled_back:
             return _Decision(False, f"nothing to retry: {where}")
+        if (status.canary_weight or 0.0) > 0 or (alias is not None and alias.routing):
+            return _Decision(False, "the rollback has not reached the alias yet: retry once it has")
         return _Decision(True, status=status.model_copy(update={"aborted_at": None}), held=False)
     if status.drift is not None and action == ManualAction.RESUME:
         # Carry on from the alias as someone left it: plan from it as if adopting it.
@@ -1361,8 +1369,11 @@ class _Work:
         return found is not None and found.result == HookResult.SUCCEEDED
 
     def _hook_answer(self, point: HookPoint) -> HookAnswer | None:
-        answer = self.context.answers.hook
-        return answer if answer is not None and answer.point == point else None
+        answers = self.context.answers
+        for answer in (answers.hook, *answers.hooks):
+            if answer is not None and answer.point == point:
+                return answer
+        return None
 
     def _ask_hook(self, point: HookPoint, hook: Hook) -> Plan:
         return Plan(
@@ -1518,7 +1529,20 @@ def plan_failure(
     )
     held = spec is not None and _rolled_back(status, spec.version or "")
     if error.transient and (held or (status.phase == Phase.HEALTHY and unchanged)):
-        return Plan(status.model_copy(update={"retry_count": attempt}), requeue_after=delay)
+        seen = [
+            condition.model_copy(update={"observed_generation": generation})
+            for condition in status.conditions
+        ]
+        kept = status.model_copy(
+            update={"retry_count": attempt, "observed_generation": generation, "conditions": seen}
+        )
+        return Plan(kept, requeue_after=delay)
+    if (
+        isinstance(error, SpecError)
+        and generation == status.observed_generation
+        and status.message == message
+    ):
+        return Plan(status)  # the same refusal of the same spec: nothing new to write
     reason: str = error.reason
     aborted_at = status.aborted_at if held else None
     if error.transient:
@@ -1534,13 +1558,14 @@ def plan_failure(
             )
     else:
         phase = Phase.DEGRADED
-    canary = (spec.version if spec is not None else None) or status.canary_version
-    step_count = len(spec.steps()) if spec is not None else status.step_count
+    # The status keeps describing the attempt it was about: a spec.version that changed in this
+    # pass has not started yet, and must start from its first step, not from this one's.
+    same_attempt = spec is not None and spec.version == status.canary_version
+    step_count = len(spec.steps()) if spec is not None and same_attempt else status.step_count
     new_status = status.model_copy(
         update={
             "observed_generation": generation,
             "phase": phase,
-            "canary_version": canary,
             "step_count": step_count,
             "message": message,
             "retry_count": attempt,

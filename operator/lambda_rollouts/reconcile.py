@@ -274,7 +274,7 @@ class RolloutService:
             elif plan.measure is not None:
                 answers = replace(answers, readings=await self._measure(target, plan.measure))
             elif plan.run_hook is not None:
-                answers = replace(answers, hook=await self._run_hook(ref, spec, target, plan.run_hook))
+                answers = answers.with_hook(await self._run_hook(ref, spec, target, plan.run_hook))
             else:
                 break
         else:

@@ -170,7 +170,7 @@ def drive(
             elif plan.run_hook is not None:
                 point = plan.run_hook.point
                 outcome = hook(now, point) if hook else HookAnswer(point, True, "ok")
-                answers = Answers(answers.verified, answers.readings, outcome)
+                answers = answers.with_hook(outcome)
             else:
                 break
         request = None

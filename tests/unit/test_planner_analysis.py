@@ -96,7 +96,7 @@ def drive(
                 point = plan.run_hook.point
                 run.hooks.append((now, point))
                 outcome = hook(now, point) if hook else HookAnswer(point, True, "ok")
-                answers = Answers(answers.verified, answers.readings, outcome)
+                answers = answers.with_hook(outcome)
             else:
                 break
         status = plan.status
