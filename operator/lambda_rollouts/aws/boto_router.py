@@ -11,7 +11,8 @@ Contract (on top of ``lambda_rollouts.aws.router``):
   cache (and one ``calls`` counter) with the other AWS adapters; the session, clock, refresh
   margin and client config are then the shared object's, and giving them here too is an error.
 - ``route`` sends exactly one ``UpdateAlias`` (with the caller's ``RevisionId``) and one
-  ``GetAlias`` read-back; the request is shaped by ``weights.alias_write``.
+  ``GetAlias``: UpdateAlias answers with the alias as stored, which is what ``route`` returns; the
+  request is shaped by ``weights.alias_write``.
 - ``list_versions`` sends one ``ListVersionsByFunction`` per page (``MaxItems`` of
   ``LIST_VERSIONS_PAGE_SIZE``, ``Marker`` from the previous page's ``NextMarker``), all pages in
   one worker thread. A listing without even ``$LATEST`` in it (an emulator's answer for a missing
@@ -217,7 +218,7 @@ class BotoAliasRouter:
         write = alias_write(primary=primary, canary=canary, canary_percent=canary_percent)
         try:
             with translated("UpdateAlias"):
-                self._call(
+                response = self._call(
                     target,
                     lambda client: client.update_alias(
                         FunctionName=target.function_name,
@@ -233,10 +234,8 @@ class BotoAliasRouter:
                 raise AliasConflictError(f"alias {target.alias} no longer exists: {error}") from cause
             versions = [write.function_version, *write.additional_version_weights]
             raise self._function_or_version_missing(target, "/".join(versions), error) from cause
-        read_back = self._get_alias_blocking(target)
-        if read_back is None:
-            raise AliasConflictError(f"alias {target.alias} disappeared right after it was updated")
-        return read_back
+        # UpdateAlias answers with the alias as it now is: no read-back call is needed.
+        return _alias_state(response)
 
     def _get_version_blocking(self, target: Target, version: str) -> VersionInfo:
         require_published_version(version, "requested")

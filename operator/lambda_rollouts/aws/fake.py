@@ -22,7 +22,7 @@ and ``Target.role_arn`` are accepted and ignored; functions are named plainly or
 For assertions: ``writes`` records every successful alias write the router made (``CreateAlias``
 and ``UpdateAlias``; seeding and external changes are not recorded), with routing in percent;
 ``calls`` counts operations by Lambda API name, failed and injected ones included, the way
-``BotoAliasRouter.calls`` does (``route`` counts one ``UpdateAlias`` and one ``GetAlias``).
+``BotoAliasRouter.calls`` does (``route`` counts one ``UpdateAlias``).
 ``fail_next(operation, error)`` makes the next call of that operation raise ``error`` instead
 (for ``ListVersionsByFunction``, the next page's call).
 """
@@ -201,7 +201,7 @@ class FakeLambda:
         canary_percent: float,
         revision_id: str,
     ) -> AliasState:
-        """Write the alias like one ``UpdateAlias``, then read it back like one ``GetAlias``."""
+        """Write the alias like one ``UpdateAlias``, and answer with it as stored, as Lambda does."""
         self._begin("UpdateAlias")
         function = self._function(target.function_name)
         current = function.aliases.get(target.alias)
@@ -219,10 +219,7 @@ class FakeLambda:
             function, target.alias, write.function_version, dict(write.additional_version_weights)
         )
         self._record("UpdateAlias", function, target.alias, state)
-        read_back = await self.get_alias(target)
-        if read_back is None:
-            raise AliasConflictError(f"alias {target.alias} disappeared right after it was updated")
-        return read_back
+        return _alias_state(function.aliases[target.alias])
 
     async def get_version(self, target: Target, version: str) -> VersionInfo:
         self._begin("GetFunctionConfiguration")

@@ -4,8 +4,9 @@ Contract for every implementation (the boto3 one, the strict fake):
 - ``get_alias`` returns None when the alias does not exist; raises ``FunctionNotFoundError``
   when the function does not.
 - ``route`` writes the alias in one ``UpdateAlias`` call that carries ``revision_id`` (the one
-  read before it), then reads the alias back and returns what it now serves. ``canary_percent``
-  of 0 or a ``canary`` of None clears the routing map; the new primary is never left in the map.
+  read before it), and returns what the alias now serves as UpdateAlias answers it (no extra
+  read). ``canary_percent`` of 0 or a ``canary`` of None clears the routing map; the new primary
+  is never left in the map.
   A changed alias raises ``AliasConflictError`` and nothing is written.
 - ``get_version`` describes one published version (``VersionNotFoundError`` when absent).
 - ``list_versions`` describes every published version of the function (never ``$LATEST``), in
