@@ -1188,28 +1188,19 @@ class _Work:
                 self.started = self.now
                 self.index += 1
                 self.progressed()
+                following = self.steps[self.index] if self.index < len(self.steps) else None
+                if self._pause_starts_with_write(following):
+                    assert isinstance(following, Pause)
+                    self.weight = float(step.weight)
+                    waiting = self._pause(following)
+                    assert waiting is not None
+                    return replace(waiting, action=action)
                 status = self.status(message, Reason.PROGRESSING, weight=float(step.weight))
                 return self.plan(status, action=action, requeue_after=0.0)
             if isinstance(step, Pause):
-                remaining = (
-                    None if step.seconds is None else step.seconds - (self.now - self.started).total_seconds()
-                )
-                if (remaining is None or remaining > 0) and self._promoted_past(
-                    f"{label}: {describe_step(step)}"
-                ):
-                    self._next_step()
-                    continue
-                if step.seconds is None:
-                    message = f"{label}: paused until promoted, {self.weight:g}% on version {self.canary}"
-                    previous = context.previous
-                    if not (previous.phase == Phase.PAUSED and previous.current_step_index == self.index):
-                        context.event(Reason.PAUSED_BY_STEP, message)
-                    return self._waiting(message, Reason.PAUSED_BY_STEP, phase=Phase.PAUSED, counts=False)
-                remaining = step.seconds - (self.now - self.started).total_seconds()
-                if remaining > 0:
-                    message = f"{label}: {describe_step(step)} ({format_duration(remaining)} left)"
-                    return self._waiting(message, Reason.PROGRESSING, due_in=remaining, counts=False)
-                context.event(Reason.STEP_COMPLETED, f"{label}: {describe_step(step)} done")
+                waiting = self._pause(step)
+                if waiting is not None:
+                    return waiting
                 self._next_step()
                 continue
             plan = self._blocking_analysis(step)
@@ -1227,6 +1218,40 @@ class _Work:
         return self._promote()
 
     # -- steps ---------------------------------------------------------------------------------
+
+    def _pause(self, step: Pause) -> Plan | None:
+        """The plan while the pause at ``self.index`` lasts; None when it is over (or promoted past)."""
+        context, label = self.context, self.label()
+        if step.seconds is not None and step.seconds - (self.now - self.started).total_seconds() <= 0:
+            context.event(Reason.STEP_COMPLETED, f"{label}: {describe_step(step)} done")
+            return None
+        if self._promoted_past(f"{label}: {describe_step(step)}"):
+            return None
+        if step.seconds is None:
+            message = f"{label}: paused until promoted, {self.weight:g}% on version {self.canary}"
+            previous = context.previous
+            if not (previous.phase == Phase.PAUSED and previous.current_step_index == self.index):
+                context.event(Reason.PAUSED_BY_STEP, message)
+            return self._waiting(message, Reason.PAUSED_BY_STEP, phase=Phase.PAUSED, counts=False)
+        remaining = step.seconds - (self.now - self.started).total_seconds()
+        message = f"{label}: {describe_step(step)} ({format_duration(remaining)} left)"
+        return self._waiting(message, Reason.PROGRESSING, due_in=remaining, counts=False)
+
+    def _pause_starts_with_write(self, following: Step | None) -> bool:
+        """Whether the pause after a weight write starts in the write's own pass.
+
+        It saves a pass and a status write per step: the status goes from the weight before
+        straight to the pause with the new weight (the write itself is told by its WeightSet
+        event). Not when the pass after the write has something else to do first: the background
+        analysis starts measuring there, and a pending promote would skip the pause into a second
+        write. A pause of no time is simply the next step, as before.
+        """
+        return (
+            isinstance(following, Pause)
+            and (following.seconds is None or following.seconds > 0)
+            and self.context.spec.background_analysis() is None
+            and not self.promote_pending
+        )
 
     def _next_step(self) -> None:
         # The next step starts now: a pause that ended while the operator was away does not

@@ -1,17 +1,22 @@
 """The reconcile service: observe, plan, act, and write the status once.
 
 Contract:
-- ``RolloutService.reconcile`` makes one pass over one rollout: read the alias, ask the pure
-  planner, answer its questions (pre-flight checks of both versions and of the named alarms; one
-  measurement through the ``MetricProvider``; a hook through the ``HookInvoker``) and ask again,
-  make at most one alias write and read it back, then write the whole status in one request (only
-  when it changed) and post the plan's Events. Every project error becomes a status
+- ``RolloutService.reconcile`` makes one pass over one rollout: read the alias (unless the loop
+  knows it, see ``LoopMemory``), ask the pure planner, answer its questions (pre-flight checks of
+  both versions and of the named alarms; one measurement through the ``MetricProvider``; a hook
+  through the ``HookInvoker``) and ask again, make at most one alias write (its answer is the
+  alias as stored), then write the whole status in one request (only when it changed) and post
+  the plan's Events. A write refused because the alias changed since the loop last saw it is
+  planned again at once from a fresh read. Every project error becomes a status
   (``plan_failure``); nothing escapes except ``ObjectGoneError`` (the rollout was deleted
   meanwhile) and bugs. A provider failure during a measurement is an answer (an ``Error``
   verdict), never a failed reconcile, so it can never look like a failed version.
 - ``RolloutService.run`` is the per-rollout loop: reconcile, then sleep until the plan's next due
   time, the drift-check interval, a wake-up (spec changed) or a stop, whichever comes first.
-  Nothing calls AWS while nothing is due except the drift check.
+  Nothing calls AWS while nothing is due except the drift check. The alias is read on the first
+  pass, on a wake-up and at every drift check; a pass the plan scheduled (the end of a pause, the
+  next measurement) uses the alias as the loop last saw it, so a rollout costs the pre-flight
+  reads and one write per weight.
 - ``RolloutService.finalize`` makes deletion safe: mid-shift, all traffic goes back to the
   stable version first; a finished rollout leaves the alias alone.
 - Time comes from a ``Clock``; ``LoopClock`` follows the event loop, so fast-forwarded loops in
@@ -35,6 +40,7 @@ from lambda_rollouts.aws.metrics import MetricProvider
 from lambda_rollouts.aws.router import AliasRouter
 from lambda_rollouts.errors import (
     AlarmNotFoundError,
+    AliasConflictError,
     AmbiguousVersionError,
     AwsError,
     FunctionNotFoundError,
@@ -121,13 +127,18 @@ class LoopMemory:
     """What one rollout's loop remembers between passes, to save reads and to ignore stale bodies.
 
     The body a watch delivers can lag behind our own status write; a status still equal to the one
-    we read before writing is that lag, and the status we wrote is the truth. The alias read back
-    after a write is still fresh when the next pass follows at once.
+    we read before writing is that lag, and the status we wrote is the truth.
+
+    ``known_alias`` is the alias as the last pass read it or left it (a write answers with the alias
+    as stored). ``run`` lets the next pass use it when the plan itself scheduled that pass, and
+    drops it on a spec change, an action and every drift-check interval. Reusing it is safe:
+    every write carries its ``RevisionId``, so a change made by someone else meanwhile fails the
+    write (``AliasConflictError``) instead of being overwritten, and the alias is read again at once.
     """
 
     status_read: dict[str, Any] | None = None
     status_written: dict[str, Any] | None = None
-    alias_after_write: AliasState | None = None
+    known_alias: AliasState | None = None
     # A manual action taken from the annotation whose acknowledgement is not written yet.
     pending_request: planner.ActionRequest | None = None
     # The status as stored during this pass (as read, or as written ahead of a rollback).
@@ -192,7 +203,7 @@ class RolloutService:
         raw_status = memory.current_status(dict(body.get("status") or {}))
         memory.pass_status = raw_status
         status = RolloutStatus.parse(raw_status)
-        known_alias, memory.alias_after_write = memory.alias_after_write, None
+        known_alias, memory.known_alias = memory.known_alias, None
         request = await self._take_request(ref, body, memory)
         spec: RolloutSpec | None = None
         try:
@@ -201,25 +212,24 @@ class RolloutService:
             plan = await self._plan_and_act(ref, spec, status, generation, known_alias, memory, request)
         except ObjectGoneError:
             raise
+        except AliasConflictError as exc:
+            if known_alias is None or memory.pass_status is not raw_status:
+                plan = self._failed(ref, exc, status, raw_status, spec, generation, memory, request)
+            else:
+                # Changed since this loop last saw it: read it and plan again at once (the request,
+                # if any, stays in memory for that pass); the drift rules take it from there.
+                logger.info(
+                    "rollout %s: the alias changed since the last look (%s); reading it again",
+                    ref,
+                    exc.message,
+                )
+                plan = planner.Plan(status, requeue_after=0.0)
         except LambdaRolloutsError as exc:
-            logger.info("rollout %s: %s (%s)", ref, exc.message, exc.reason)
-            # After a rollback written ahead, the failure is planned from that status: the
-            # rollout is rolled back, and the next pass sends the rollback write again.
-            before = status if memory.pass_status is raw_status else RolloutStatus.parse(memory.pass_status)
-            plan = planner.plan_failure(
-                before, exc, spec=spec, generation=generation, now=self._clock(), backoff=self._backoff
-            )
-            if before is not status:
-                memory.pending_request = None  # acknowledged in the status written ahead
-            elif request is not None and not exc.transient:
-                plan = planner.reject_request(plan, request, exc.message, now=self._clock())
-                memory.pending_request = None
-            elif request is not None:
-                # Not applied: the next pass tries again soon (it stays in memory, never re-read).
-                plan = replace(plan, requeue_after=min(plan.requeue_after or _ACTION_RETRY, _ACTION_RETRY))
+            plan = self._failed(ref, exc, status, raw_status, spec, generation, memory, request)
         else:
             # Applied (or rejected) by this plan: never again, even if the status write fails.
             memory.pending_request = None
+        new_status = plan.status.to_wire()
         new_status = plan.status.to_wire()
         if new_status != memory.pass_status:
             await self._writer.write_status(ref.namespace, ref.name, new_status, memory.pass_status)
@@ -228,6 +238,34 @@ class RolloutService:
         for event in plan.events:
             events.post(event)
         self._observer.reconciled(ref, plan, time.monotonic() - started)
+        return plan
+
+    def _failed(
+        self,
+        ref: RolloutRef,
+        exc: LambdaRolloutsError,
+        status: RolloutStatus,
+        raw_status: dict[str, Any],
+        spec: RolloutSpec | None,
+        generation: int | None,
+        memory: LoopMemory,
+        request: planner.ActionRequest | None,
+    ) -> planner.Plan:
+        logger.info("rollout %s: %s (%s)", ref, exc.message, exc.reason)
+        # After a rollback written ahead, the failure is planned from that status: the
+        # rollout is rolled back, and the next pass sends the rollback write again.
+        before = status if memory.pass_status is raw_status else RolloutStatus.parse(memory.pass_status)
+        plan = planner.plan_failure(
+            before, exc, spec=spec, generation=generation, now=self._clock(), backoff=self._backoff
+        )
+        if before is not status:
+            memory.pending_request = None  # acknowledged in the status written ahead
+        elif request is not None and not exc.transient:
+            plan = planner.reject_request(plan, request, exc.message, now=self._clock())
+            memory.pending_request = None
+        elif request is not None:
+            # Not applied: the next pass tries again soon (it stays in memory, never re-read).
+            plan = replace(plan, requeue_after=min(plan.requeue_after or _ACTION_RETRY, _ACTION_RETRY))
         return plan
 
     async def _take_request(
@@ -287,6 +325,7 @@ class RolloutService:
                 ),
             )
         if plan.action is None:
+            memory.known_alias = alias
             return plan
         if _is_rollback(plan):
             # Written ahead of the write: should the operator die between the two, the status
@@ -294,8 +333,7 @@ class RolloutService:
             # finding the alias on stable and taking it for someone else's change.
             await self._write_ahead(ref, plan, memory)
         served = await self._act(target, plan.action)
-        if plan.requeue_after == 0:
-            memory.alias_after_write = served
+        memory.known_alias = served
         canary = plan.status.canary_version
         weight = served.percent_on(canary) if canary else None
         return _with_status(plan, plan.status.model_copy(update={"canary_weight": weight}))
@@ -448,13 +486,16 @@ class RolloutService:
         """Drive one rollout until ``stop`` is set or the rollout disappears."""
         memory = LoopMemory()
         failures = 0
+        drift_interval = self._settings.drift_check_interval_seconds
+        planned = False
         while not stop.is_set():
             woken = wakeup.is_set()
             wakeup.clear()
-            if woken:
-                # A spec change is worth a fresh read of the alias.
-                memory.alias_after_write = None
-            delay = self._settings.drift_check_interval_seconds
+            if woken or not planned:
+                # A spec change, an action, the first pass or the drift check: read the alias.
+                memory.known_alias = None
+            delay = drift_interval
+            planned = False
             try:
                 plan = await self.reconcile(ref, read_body(), events, memory)
             except ObjectGoneError:
@@ -467,8 +508,8 @@ class RolloutService:
                 delay = self._backoff.delay(failures)
             else:
                 failures = 0
-                if plan.requeue_after is not None:
-                    delay = min(delay, plan.requeue_after)
+                if plan.requeue_after is not None and plan.requeue_after < drift_interval:
+                    delay, planned = plan.requeue_after, True
             if delay > 0:
                 await _sleep_until_woken(delay, wakeup, stop)
 

@@ -272,8 +272,17 @@ def _failed_then_edited() -> Run:
 # name: (the state, Argo CD health, Argo CD message)
 HEALTH_CASES: dict[str, tuple[Callable[[], Run], str, str]] = {
     # Progressing
-    "first weight written": (_first_weight, "Progressing", "step 1/3: set weight 10% on version 2"),
-    "timed pause": (_timed_pause, "Progressing", "step 2/3: pause 5m (5m left)"),
+    # The pause after a weight starts in the write's pass: one status says both.
+    "first weight written": (
+        _first_weight,
+        "Progressing",
+        "step 2/3: pause 5m (5m left)",
+    ),
+    "timed pause": (
+        _timed_pause,
+        "Progressing",
+        "step 2/3: pause 5m (5m left)",
+    ),
     "restoring stable before a new version": (
         _restoring,
         "Progressing",
@@ -389,7 +398,6 @@ def test_health_of_what_the_operator_writes(build: Callable[[], Run], status: st
 def test_a_canary_is_progressing_at_every_step_then_healthy() -> None:
     run = _canary()
     assert [health(run.object(status)) for _, status in run.passes] == [
-        ("Progressing", "step 1/3: set weight 10% on version 2"),
         ("Progressing", "step 2/3: pause 5m (5m left)"),
         ("Progressing", "step 3/3: set weight 50% on version 2"),
         ("Healthy", "promoted version 2: all traffic on it (was 50%)"),
@@ -400,8 +408,11 @@ def test_a_linear_rollout_is_progressing_at_every_step_then_healthy() -> None:
     run = drive(Run(spec_of(strategy={"linear": {"stepWeight": 25, "interval": "1m"}})), until=3600)
     seen = [health(run.object(status)) for _, status in run.passes]
     assert {state for state, _ in seen[:-1]} == {"Progressing"}
-    assert [message for _, message in seen if "set weight" in message] == [
-        f"step {index}/6: set weight {weight}% on version 2" for index, weight in ((1, 25), (3, 50), (5, 75))
+    # Each weight's pause starts in the pass that wrote the weight.
+    assert [
+        (status.canary_weight, message) for (_, status), (_, message) in zip(run.passes, seen, strict=True)
+    ][:-1] == [
+        (weight, f"step {index}/6: pause 1m (1m left)") for index, weight in ((2, 25.0), (4, 50.0), (6, 75.0))
     ]
     assert seen[-1] == ("Healthy", "promoted version 2: all traffic on it (was 75%)")
 

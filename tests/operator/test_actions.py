@@ -54,13 +54,16 @@ async def test_promote_through_the_annotation_is_applied_once_and_acknowledged(
     await eventually(acknowledged(api, "ci-1"), step=1)
     status = await status_of(api)
     assert status["lastAction"]["result"] == "Applied"
-    assert status["lastAction"]["message"] == "promote: step 3/4: set weight 50% on version 2"
+    assert status["lastAction"]["message"] == ("promote: step 4/4: pause 1m (1m left)")
     assert ACTION_ANNOTATION not in await annotations_of(api)
     assert router.shape() == [("1", {"2": 10.0}), ("1", {"2": 50.0})]
     await eventually(lambda: len(router.writes) == 3)
     assert router.shape()[-1] == ("2", {})
     events = [(e["reason"], e["message"]) for e in await api.events()]
-    assert ("ActionApplied", "promote: step 3/4: set weight 50% on version 2") in events
+    assert (
+        "ActionApplied",
+        "promote: step 4/4: pause 1m (1m left)",
+    ) in events
     # Applied once: nothing more happened than one promote.
     assert [reason for reason, _ in events].count("ActionApplied") == 1
 

@@ -108,3 +108,46 @@ def test_stop_restores_moto_lambda_docker_setting() -> None:
     with MotoSandbox():
         assert default_user_config["lambda"]["use_docker"] is False
     assert default_user_config["lambda"] == before
+
+
+def test_alias_revisions_change_on_every_update_and_a_stale_one_is_refused(sandbox: MotoSandbox) -> None:
+    seed_demo_function(sandbox.endpoint_url, REGION)
+    client = sandbox_session(REGION).client("lambda", region_name=REGION, endpoint_url=sandbox.endpoint_url)
+    first = client.get_alias(FunctionName="checkout-api", Name="live")["RevisionId"]
+    updated = client.update_alias(
+        FunctionName="checkout-api",
+        Name="live",
+        FunctionVersion="1",
+        RoutingConfig={"AdditionalVersionWeights": {"2": 0.1}},
+        RevisionId=first,
+    )
+    assert updated["RevisionId"] != first
+    assert client.get_alias(FunctionName="checkout-api", Name="live")["RevisionId"] == updated["RevisionId"]
+    with pytest.raises(client.exceptions.PreconditionFailedException):
+        client.update_alias(FunctionName="checkout-api", Name="live", FunctionVersion="2", RevisionId=first)
+    after = client.get_alias(FunctionName="checkout-api", Name="live")
+    assert (after["FunctionVersion"], after["RoutingConfig"]["AdditionalVersionWeights"]) == ("1", {"2": 0.1})
+    # Without a RevisionId, Lambda (and the sandbox) writes whatever the alias holds.
+    client.update_alias(FunctionName="checkout-api", Name="live", FunctionVersion="2", RoutingConfig={})
+    assert client.get_alias(FunctionName="checkout-api", Name="live")["FunctionVersion"] == "2"
+
+
+def test_calls_share_one_kept_alive_connection(sandbox: MotoSandbox) -> None:
+    import urllib3.util.connection
+
+    seed_demo_function(sandbox.endpoint_url, REGION)
+    client = sandbox_session(REGION).client("lambda", region_name=REGION, endpoint_url=sandbox.endpoint_url)
+    client.get_alias(FunctionName="checkout-api", Name="live")
+    opened: list[object] = []
+    original = urllib3.util.connection.create_connection
+
+    def counting(*args: object, **kwargs: object) -> socket.socket:
+        opened.append(args)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(urllib3.util.connection, "create_connection", counting)
+        patch.setattr("urllib3.connection.connection.create_connection", counting)
+        for _ in range(5):
+            client.get_alias(FunctionName="checkout-api", Name="live")
+    assert opened == []

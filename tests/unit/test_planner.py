@@ -136,7 +136,8 @@ def test_normal_rollout_starts_from_the_alias_version_as_stable() -> None:
 
     result = plan_verified(spec, RolloutStatus(), alias("41"))
     assert result.action == RouteTraffic("41", "42", 10.0, "rev-1")
-    assert result.requeue_after == 0.0
+    # The pause after the write starts in the same pass: no pass (and status write) in between.
+    assert result.requeue_after == 300.0
     assert compact(result.status) == {
         "observedGeneration": 1,
         "phase": "Progressing",
@@ -145,7 +146,7 @@ def test_normal_rollout_starts_from_the_alias_version_as_stable() -> None:
         "canaryWeight": 10.0,
         "currentStepIndex": 1,
         "stepCount": 2,
-        "message": "step 1/2: set weight 10% on version 42",
+        "message": "step 2/2: pause 5m (5m left)",
         "stepStartedAt": "2026-01-01T12:00:00.000000Z",
         "verifiedPair": "41->42",
         "retryCount": 0,
@@ -637,3 +638,63 @@ def test_a_transient_error_while_checking_a_healthy_rollout_keeps_it_ready() -> 
         healthy, ThrottledError("Rate exceeded"), spec=make_spec("43"), generation=2, now=T0, backoff=BACKOFF
     )
     assert changed.status.phase == "Progressing"
+
+
+PAUSED_CANARY = {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "2m"}}, {"setWeight": 50}]}}
+
+
+@pytest.mark.parametrize(
+    ("case", "strategy", "extra", "requeue_after", "index", "reason"),
+    [
+        # The pause starts in the write's pass: one pass and one status write fewer per step.
+        ("timed pause", PAUSED_CANARY, {}, 120.0, 1, "Progressing"),
+        (
+            "indefinite pause",
+            {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}]}},
+            {},
+            None,
+            1,
+            "PausedByStep",
+        ),
+        # Not these: the next pass has a measurement to start, or the next step is a weight.
+        (
+            "background analysis",
+            PAUSED_CANARY,
+            {"analysis": {"interval": "1m", "metrics": [{"name": "error-rate", "max": 1}]}},
+            0.0,
+            1,
+            "Progressing",
+        ),
+        (
+            "pause of no time",
+            {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "0s"}}]}},
+            {},
+            0.0,
+            1,
+            "Progressing",
+        ),
+        (
+            "weight after weight",
+            {"canary": {"steps": [{"setWeight": 10}, {"setWeight": 50}]}},
+            {},
+            0.0,
+            1,
+            "Progressing",
+        ),
+    ],
+)
+def test_a_pause_after_a_weight_starts_in_the_writing_pass(
+    case: str,
+    strategy: dict[str, Any],
+    extra: dict[str, Any],
+    requeue_after: float | None,
+    index: int,
+    reason: str,
+) -> None:
+    result = plan_verified(make_spec("42", strategy, **extra), RolloutStatus(), alias("41"))
+    assert result.action == RouteTraffic("41", "42", 10.0, "rev-1"), case
+    assert result.requeue_after == requeue_after, case
+    assert (result.status.current_step_index, result.status.canary_weight) == (index, 10.0), case
+    ready = next(c for c in result.status.conditions if c.type == "Ready")
+    assert ready.reason == reason, case
+    assert [event.reason for event in result.events][:2] == ["Progressing", "WeightSet"], case

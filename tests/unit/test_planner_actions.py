@@ -107,9 +107,12 @@ def test_promote_moves_past_an_indefinite_pause_once() -> None:
         "promote",
         "ci-7",
         "Applied",
-        "promote: step 3/4: set weight 50% on version 2",
+        "promote: step 4/4: pause 10m (10m left)",
     )
-    assert ("ActionApplied", "promote: step 3/4: set weight 50% on version 2") in world.events
+    assert (
+        "ActionApplied",
+        "promote: step 4/4: pause 10m (10m left)",
+    ) in world.events
     assert ("PromotedByAction", "step 2/4: pause until promoted: skipped by a promote action") in world.events
     # The next pause is timed and runs in full: one promote moves past one wait only.
     world.settle(100)
@@ -174,7 +177,9 @@ def test_abort_rolls_back_and_holds_until_retry() -> None:
     # Retry starts the same version again from the first step.
     world.step(6000, "retry")
     assert world.writes[-1] == (6000, "1", {"2": 10.0})
-    assert world.status.phase == "Progressing"
+    # At the indefinite pause after the first weight again.
+    assert world.status.phase == "Paused"
+    assert world.status.current_step_index == 1
     assert world.status.aborted_at is None
     assert world.ack()[:3] == ("retry", "", "Applied")
 

@@ -93,13 +93,15 @@ async def test_one_canary_step_writes_once_and_writes_status_once(
 ) -> None:
     events = Events()
     plan = await service.reconcile(REF, rollout(), events)
-    assert plan.requeue_after == 0.0
+    # The pause after the weight starts in the same pass: one status write says both.
+    assert plan.requeue_after == pytest.approx(60.0)
     assert [(w.operation, w.primary, dict(w.routing)) for w in aws.writes] == [
         ("UpdateAlias", "1", {"2": 10.0})
     ]
     assert len(writer.writes) == 1
     status = writer.writes[0][2]
     assert (status["phase"], status["canaryWeight"], status["currentStepIndex"]) == ("Progressing", 10.0, 1)
+    assert status["message"] == "step 2/2: pause 1m (1m left)"
     assert events.reasons == ["Progressing", "WeightSet"]
     # Pre-flight read both versions once; the alias was read once, before the write (the write's
     # answer is the alias after it).
@@ -112,8 +114,7 @@ async def test_full_canary_and_a_quiet_look_that_writes_nothing(
 ) -> None:
     read = stored(rollout(), writer)
     events = Events()
-    await service.reconcile(REF, read(), events)
-    plan = await service.reconcile(REF, read(), events)  # the pause starts
+    plan = await service.reconcile(REF, read(), events)  # the weight, and the pause starts
     assert plan.requeue_after == pytest.approx(60.0)
     clock.now += timedelta(seconds=30)
     writes_before = len(writer.writes)

@@ -10,9 +10,11 @@ Contract:
   blocks of ``BLOCK`` (20), in arrival order; block b has floor(rate x 20 x (b + 1)) -
   floor(rate x 20 x b) faults (5 in each at a rate of 0.25) at places drawn at random, so faults
   are random, can come in a row, and their share never drifts: over the first n attempts, at
-  least floor(rate x 20 x floor(n / 20)). Everything random comes from ``random.Random(seed)``
-  and each attempt draws the same numbers (which kind, which status) whatever its operation, so
-  the n-th attempt seen gets the n-th decision: the same attempts in the same order get the same
+  least floor(rate x 20 x floor(n / 20)). The kinds take turns: the k-th fault is kind
+  (k + offset) mod m of the m kinds that apply to its operation (offset drawn from the seed), so
+  every kind comes up in any run with a few faults of each. Everything random comes from
+  ``random.Random(seed)`` and each attempt draws the same numbers whatever its operation, so the
+  n-th attempt seen gets the n-th decision: the same attempts in the same order get the same
   faults. Attempts made concurrently reach it in an order the threads decide. An attempt drawn
   for a fault that none of ``kinds`` applies to goes through.
 - ``attach(service_name, client)`` registers the injector on a client of one of ``services``
@@ -132,8 +134,10 @@ class FaultInjector:
         self.enabled = True
         self._clock = clock
         self._random = random.Random(seed)
+        self._kind_offset = self._random.randrange(len(self.kinds))
         self._block: frozenset[int] = frozenset()
         self._seen = 0
+        self._faults = 0
         self._lock = threading.Lock()
         self.attempts: Counter[str] = Counter()
         self.injected: Counter[tuple[str, FaultKind]] = Counter()
@@ -216,11 +220,12 @@ class FaultInjector:
                 faults = _faults_until(self.rate, block + 1) - _faults_until(self.rate, block)
                 self._block = frozenset(self._random.sample(range(BLOCK), faults))
             self._seen += 1
-            # Always two draws, so one attempt's operation never shifts the decisions of the next.
-            kind_draw, status_draw = self._random.random(), self._random.random()
+            # Always one draw, so one attempt's operation never shifts the decisions of the next.
+            status_draw = self._random.random()
             kind = None
             if self.enabled and applicable and place in self._block:
-                kind = applicable[int(kind_draw * len(applicable))]
+                kind = applicable[(self._faults + self._kind_offset) % len(applicable)]
+                self._faults += 1
                 self.injected[(operation, kind)] += 1
             self.attempts[operation] += 1
             self.timeline.append(Attempt(self._clock(), service, operation, kind))

@@ -16,8 +16,10 @@ Contract:
 - Every client made here carries ``SANDBOX_CREDENTIALS`` explicitly; the process environment is
   left alone. ``sandbox_session`` gives a boto3 session with the same dummy credentials.
 
-moto validates none of Lambda's alias rules (RevisionId, weight range, ``$LATEST``...); the
-project enforces them itself (``lambda_rollouts.aws.weights``) and tests them on ``FakeLambda``.
+moto validates few of Lambda's alias rules (weight range, ``$LATEST``...); the project enforces
+them itself (``lambda_rollouts.aws.weights``) and tests them on ``FakeLambda``. The one the
+operator's safety rests on, ``RevisionId`` (a new one per update; a write with a stale one is
+refused with 412), the sandbox adds to moto while it runs (``_AliasRevisions``).
 """
 
 from __future__ import annotations
@@ -25,18 +27,19 @@ from __future__ import annotations
 import io
 import json
 import urllib.request
+import uuid
 import zipfile
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import unquote
 
 import boto3
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import make_server
+from moto.awslambda.exceptions import PreconditionFailedException
+from moto.awslambda.models import LambdaAlias
+from moto.awslambda.responses import LambdaResponse
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from lambda_rollouts.sandbox.wsgi import KeepAliveWsgiServer
 
 if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
@@ -58,30 +61,12 @@ _ASSUME_ROLE_BY_LAMBDA = {
 }
 
 
-class _QuietRequestHandler(MotoRequestHandler):
-    """moto's handler without werkzeug's one-line-per-request access log."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
-class _QuietMotoServer(ThreadedMotoServer):
-    def _server_entry(self) -> None:
-        # Same as ThreadedMotoServer's, with the quiet request handler.
-        app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(
-            self._ip_address, self._port, app, True, request_handler=_QuietRequestHandler
-        )
-        self._server_ready_event.set()
-        # A short poll keeps stop() quick: shutdown waits for the loop to notice.
-        self._server.serve_forever(poll_interval=0.05)
-
-
 class MotoSandbox:
     """moto on a loopback port of this process; a context manager."""
 
     def __init__(self, host: str = LOOPBACK, port: int = 0) -> None:
-        self._server = _QuietMotoServer(ip_address=host, port=port, verbose=False)
+        self._host, self._port = host, port
+        self._server: KeepAliveWsgiServer | None = None
         self._endpoint_url: str | None = None
         self._previous_lambda_config: Any = None
 
@@ -98,9 +83,14 @@ class MotoSandbox:
     def start(self) -> Self:
         if self.running:
             return self
+        # moto's app over a keep-alive server: see lambda_rollouts.sandbox.wsgi for why.
+        self._server = KeepAliveWsgiServer(
+            DomainDispatcherApplication(create_backend_app), self._host, self._port
+        )
         self._server.start()
-        host, port = self._server.get_host_and_port()
+        host, port = self._server.address
         self._endpoint_url = f"http://{host}:{port}"
+        _AliasRevisions.enforce()
         self._moto_api("reset", {})
         self._previous_lambda_config = self._moto_api("config")["lambda"]
         self._moto_api("config", _DOCKER_FREE_LAMBDA)
@@ -112,8 +102,10 @@ class MotoSandbox:
         try:
             self._moto_api("config", {"lambda": self._previous_lambda_config})
         finally:
-            # werkzeug closes the listening socket when serve_forever returns.
-            self._server.stop()
+            _AliasRevisions.restore()
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
             self._endpoint_url = None
 
     def __enter__(self) -> Self:
@@ -139,6 +131,53 @@ class MotoSandbox:
         with urllib.request.urlopen(request, timeout=10) as response:
             payload = response.read()
         return json.loads(payload) if payload else None
+
+
+class _AliasRevisions:
+    """Lambda's alias ``RevisionId`` rules, which moto leaves out, while a sandbox runs.
+
+    Lambda gives an alias a new ``RevisionId`` on every update and refuses an ``UpdateAlias`` whose
+    ``RevisionId`` is not the current one (412 ``PreconditionFailedException``); moto keeps the
+    first id forever and ignores the parameter. The operator's writes rely on the rule to never
+    overwrite someone else's change, so the sandbox has it too. moto is process-wide: the rule is
+    put in on start and taken out on stop.
+    """
+
+    _originals: tuple[Any, Any] | None = None
+
+    @classmethod
+    def enforce(cls) -> None:
+        if cls._originals is not None:
+            return
+        original_update, original_response = LambdaAlias.update, LambdaResponse.update_alias
+
+        def update(alias: LambdaAlias, *args: Any, **kwargs: Any) -> None:
+            original_update(alias, *args, **kwargs)
+            alias.revision_id = str(uuid.uuid4())
+
+        def update_alias(response: LambdaResponse) -> Any:
+            wanted = json.loads(response.body or "{}").get("RevisionId")
+            if wanted:
+                function_name = unquote(response.path.rsplit("/")[-3])
+                alias_name = unquote(response.path.rsplit("/", 2)[-1])
+                current = response.backend.get_alias(alias_name, function_name)
+                if current.revision_id != wanted:
+                    raise PreconditionFailedException(
+                        "The Revision Id provided does not match the latest Revision Id. "
+                        "Call the GetAlias API to retrieve the latest Revision Id"
+                    )
+            return original_response(response)
+
+        cls._originals = (original_update, original_response)
+        LambdaAlias.update = update  # type: ignore[method-assign,assignment]
+        LambdaResponse.update_alias = update_alias  # type: ignore[method-assign,assignment]
+
+    @classmethod
+    def restore(cls) -> None:
+        if cls._originals is None:
+            return
+        LambdaAlias.update, LambdaResponse.update_alias = cls._originals  # type: ignore[method-assign]
+        cls._originals = None
 
 
 def start_moto_server(host: str = LOOPBACK, port: int = 0) -> MotoSandbox:
