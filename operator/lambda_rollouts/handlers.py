@@ -13,6 +13,9 @@ Contract:
   become ``kopf.TemporaryError`` here and nowhere else, so deletion is retried until it is safe.
 - Startup turns on Kopf's cluster-wide peering (``configure_peering``) unless the operator was
   started standalone, so that of several replicas only the one with the highest priority acts.
+- Kopf keeps no "last handled state" of the rollouts (``NoDiffBase``: no annotation, no PATCH per
+  spec change), and its log line for every watch event handled by ``wake_on_change`` is dropped
+  (``quiet_wake_handler_logs``); both cost CPU per event for nothing the operator uses.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import asyncio
 import contextlib
 import copy
 import logging
+import weakref
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -189,12 +194,11 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.posting.level = logging.INFO
         # The operator needs no namespace or CRD scanning: it serves one known resource.
         settings.scanning.disabled = True
+        size_worker_threads(wiring.settings)
         quiet_wake_handler_logs()
         configure_peering(settings, wiring.settings)
 
@@ -261,6 +265,49 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
             raise kopf.TemporaryError(f"cannot release the alias yet: {exc.message}", delay=delay) from exc
 
     return registry
+
+
+_SIZED_LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+def size_worker_threads(settings: Settings) -> None:
+    """Give the running loop a default executor of ``aws_max_concurrent_calls`` threads.
+
+    The AWS adapters run boto3's blocking calls there (``asyncio.to_thread``). asyncio's own
+    default has min(32, CPUs + 4) threads, 6 on two CPUs: with AWS answering in 300 ms, that caps
+    the operator at 20 calls/s whatever its rate limit allows, and a burst of spec changes queues.
+    """
+    loop = asyncio.get_running_loop()
+    if _SIZED_LOOPS.get(loop) == settings.aws_max_concurrent_calls:
+        return  # an operator restarted in the same loop: its threads are still there
+    _SIZED_LOOPS[loop] = settings.aws_max_concurrent_calls
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=settings.aws_max_concurrent_calls, thread_name_prefix="aws-call")
+    )
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf's "last handled state" of each object, kept nowhere.
+
+    Kopf compares every event's object with the state stored after the last handled change, to
+    find creations and updates for ``on.create``, ``on.update`` and ``on.field`` handlers. The
+    operator has none of those: it compares ``metadata.generation`` itself (``wake_on_change``).
+    Stored in an annotation, that state cost a PATCH (and one more watch event to process) on
+    every creation and spec change, and a copy and a JSON parse on every event. With the same
+    empty state always, Kopf sees no change ever; deletion (the finalizer and the delete handler)
+    and the daemons do not depend on it.
+    """
+
+    _EMPTY: kopf.BodyEssence = {}
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return self._EMPTY
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._EMPTY
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
 
 
 class _WakeHandlerSuccessFilter(logging.Filter):

@@ -130,8 +130,9 @@ class LoopMemory:
     we read before writing is that lag, and the status we wrote is the truth.
 
     ``known_alias`` is the alias as the last pass read it or left it (a write answers with the alias
-    as stored). ``run`` lets the next pass use it when the plan itself scheduled that pass, and
-    drops it on a spec change, an action and every drift-check interval. Reusing it is safe:
+    as stored), ``alias_seen_at`` when AWS last said so. ``run`` lets the next pass use it when the
+    plan itself scheduled that pass, and drops it on a spec change, an action, and once it is a
+    drift-check interval old (however often the plan looks, say every minute to measure). Reusing it is safe:
     every write carries its ``RevisionId``, so a change made by someone else meanwhile fails the
     write (``AliasConflictError``) instead of being overwritten, and the alias is read again at once.
     """
@@ -139,6 +140,7 @@ class LoopMemory:
     status_read: dict[str, Any] | None = None
     status_written: dict[str, Any] | None = None
     known_alias: AliasState | None = None
+    alias_seen_at: datetime | None = None
     # A manual action taken from the annotation whose acknowledgement is not written yet.
     pending_request: planner.ActionRequest | None = None
     # The status as stored during this pass (as read, or as written ahead of a rollback).
@@ -297,7 +299,10 @@ class RolloutService:
     ) -> planner.Plan:
         target = self.target_of(spec)
         spec, resolved = await self._resolve_version(target, spec, status)
-        alias = known_alias or await self._router.get_alias(target)
+        alias = known_alias
+        if alias is None:
+            alias = await self._router.get_alias(target)
+            memory.alias_seen_at = self._clock()
         # One instant for the whole pass, so that every question the planner asks is about the
         # same moment as its final answer.
         now = self._clock()
@@ -333,7 +338,7 @@ class RolloutService:
             # finding the alias on stable and taking it for someone else's change.
             await self._write_ahead(ref, plan, memory)
         served = await self._act(target, plan.action)
-        memory.known_alias = served
+        memory.known_alias, memory.alias_seen_at = served, self._clock()
         canary = plan.status.canary_version
         weight = served.percent_on(canary) if canary else None
         return _with_status(plan, plan.status.model_copy(update={"canary_weight": weight}))
@@ -491,7 +496,13 @@ class RolloutService:
         while not stop.is_set():
             woken = wakeup.is_set()
             wakeup.clear()
-            if woken or not planned:
+            seen_at = memory.alias_seen_at
+            if (
+                woken
+                or not planned
+                or seen_at is None
+                or (self._clock() - seen_at).total_seconds() >= drift_interval
+            ):
                 # A spec change, an action, the first pass or the drift check: read the alias.
                 memory.known_alias = None
             delay = drift_interval

@@ -145,3 +145,7 @@ class Settings(BaseSettings):
     # slows a client down once it has been throttled.
     aws_retry_mode: Literal["standard", "adaptive"] = "standard"
     aws_max_attempts: int = Field(default=4, ge=1, le=20)
+    # AWS calls in flight at once: the worker threads that run boto3's blocking calls, and the
+    # HTTP connections each client keeps. Sized for the pace above with slow answers (50 calls/s
+    # answered in 500 ms each need 25), not for the number of CPUs.
+    aws_max_concurrent_calls: int = Field(default=32, ge=1, le=256)

@@ -252,3 +252,19 @@ async def test_progress_deadline_aborts_a_rollout_that_waits_too_long(
     status = await status_of(api)
     assert status["message"].startswith("no progress for 10m (progressDeadlineSeconds 600) at promotion")
     assert status["message"].endswith("rolled back to version 1")
+
+
+async def test_measuring_every_minute_reads_the_alias_once_per_drift_interval(
+    api: Api, router: TimedRouter, fake_aws: FakeLambda, cloudwatch: FakeCloudWatch, traffic: Traffic
+) -> None:
+    traffic.start()
+    long_pause = {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "30m"}}, {"setWeight": 50}]}}
+    await api.create(rollout(strategy=long_pause, analysis=ANALYSIS))
+    await eventually(lambda: len(router.writes) == 1, step=1)
+    reads, measurements = fake_aws.calls["GetAlias"], cloudwatch.calls["GetMetricData"]
+    await asyncio.sleep(25 * 60)
+    # A measurement a minute, but the alias is read only as a drift check (every 5 minutes in the
+    # test settings): the passes between use the alias as the operator last saw it.
+    assert cloudwatch.calls["GetMetricData"] - measurements in (24, 25)
+    assert fake_aws.calls["GetAlias"] - reads in (4, 5)
+    assert len(router.writes) == 1

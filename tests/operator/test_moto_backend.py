@@ -48,9 +48,9 @@ async def test_canary_on_moto_reaches_healthy_with_the_calls_it_needs(
     # Three weight changes; two versions described once for the pre-flight checks.
     assert moto_router.calls["UpdateAlias"] == 3
     assert moto_router.calls["GetFunctionConfiguration"] == 2
-    # GetAlias: one before the first write, one as each of the two pauses ends, and one drift
-    # check inside the 10-minute pause (the interval is 5 minutes). UpdateAlias answers with the
-    # alias, so no write needs a read-back.
+    # GetAlias: one before the first write; then only drift checks, since neither pause is shorter
+    # than the 5-minute interval: at the end of the 5-minute pause, 5 minutes into the 10-minute
+    # one and at its end. UpdateAlias answers with the alias, so no write needs a read-back.
     assert moto_router.calls["GetAlias"] == 1 + 2 + 1
 
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from lambda_rollouts.aws.fake import FakeLambda
+from lambda_rollouts.sandbox.kube import EmulatorHandle
 
 from .conftest import Api, OperatorRunner, TimedRouter, eventually, rollout
 
@@ -211,3 +212,29 @@ async def test_every_transition_posts_an_event(
     ]
     reasons = [reason for reason, _ in events]
     assert reasons == ["Progressing", "WeightSet", "StepCompleted", "WeightSet", "StepCompleted", "Succeeded"]
+
+
+async def test_kopf_writes_nothing_to_a_rollout_but_its_finalizer(
+    api: Api, operator: OperatorRunner, router: TimedRouter, kube: EmulatorHandle
+) -> None:
+    async def healthy_on(version: str) -> bool:
+        status = ((await api.get("checkout")) or {}).get("status", {})
+        return status.get("phase") == "Healthy" and status.get("stableVersion") == version
+
+    await api.create(rollout(strategy={"allAtOnce": {}}))
+    await eventually(lambda: healthy_on("2"), step=1)
+    await api.patch_spec("checkout", {"version": "3"})
+    await eventually(lambda: healthy_on("3"), step=1)
+    # Kopf's own writes: the finalizer, once. No "last handled state" per creation or spec change
+    # (the operator compares generations itself); the status has its own subresource.
+    patches = [
+        served.path
+        for served in kube.emulator.served
+        if served.method == "PATCH" and served.path.endswith("/lambdarollouts/checkout")
+    ]
+    body = await api.get("checkout")
+    assert body is not None
+    assert len(patches) == 2  # the finalizer, and this test's own spec change
+    assert body["metadata"]["finalizers"] == ["lambda.rollouts.dev/finalizer"]
+    assert not [key for key in body["metadata"].get("annotations", {}) if "last-handled" in key]
+    assert router.shape() == [("2", {}), ("3", {})]

@@ -129,12 +129,18 @@ def utc_now() -> datetime:
 
 
 def default_client_config(
-    *, retry_mode: Literal["standard", "adaptive"] = "standard", max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    *,
+    retry_mode: Literal["standard", "adaptive"] = "standard",
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_pool_connections: int = 32,
 ) -> Config:
-    """The project's client config: botocore's ``retry_mode`` with ``max_attempts`` attempts in all."""
+    """The project's client config: botocore's ``retry_mode`` with ``max_attempts`` attempts in all,
+    and as many kept connections as calls may be in flight (botocore's default is 10: more
+    concurrent calls would open and throw away a connection each)."""
     return Config(
         # total_max_attempts counts every attempt; botocore's max_attempts would count retries only.
         retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        max_pool_connections=max_pool_connections,
         connect_timeout=5,
         read_timeout=20,
         user_agent_extra=f"lambda-rollouts/{__version__}",
@@ -162,7 +168,9 @@ class AwsClients:
         self._clock = clock
         self._refresh_margin = refresh_margin
         self._client_config = client_config or default_client_config(
-            retry_mode=settings.aws_retry_mode, max_attempts=settings.aws_max_attempts
+            retry_mode=settings.aws_retry_mode,
+            max_attempts=settings.aws_max_attempts,
+            max_pool_connections=settings.aws_max_concurrent_calls,
         )
         self.calls: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()

@@ -1,4 +1,4 @@
-"""Kopf's per-watch-event success line of the wake-up handler stays out of the logs."""
+"""Kopf glue details: the wake-up handler's log line, and the worker threads of AWS calls."""
 
 from __future__ import annotations
 
@@ -26,3 +26,17 @@ def test_the_wake_handler_success_line_is_dropped_and_everything_else_kept(
         "Handler 'finalize' succeeded.",
         "Handler 'wake-on-change' failed with an exception and will try again in 60 seconds: boom",
     ]
+
+
+async def test_aws_calls_get_as_many_worker_threads_as_the_settings_say() -> None:
+    import asyncio
+    import threading
+
+    from lambda_rollouts.handlers import size_worker_threads
+    from lambda_rollouts.settings import Settings
+
+    size_worker_threads(Settings(aws_max_concurrent_calls=12))
+    # Twelve blocking calls that each wait for all the others: they finish only if all twelve run
+    # at once (asyncio's own default on two CPUs runs six).
+    barrier = threading.Barrier(12, timeout=10)
+    await asyncio.gather(*(asyncio.to_thread(barrier.wait) for _ in range(12)))
