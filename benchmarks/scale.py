@@ -43,7 +43,9 @@ Figures (targets from the issue; the suite does not time anything, this script s
   from its create to 5 s after its promotion), against the minimum: one ``UpdateAlias`` per weight
   change and the promotion, plus one ``GetAlias`` and two ``GetFunctionConfiguration`` for the
   pre-flight; target: at most the minimum + 2 for every strategy;
-- idle calls: per rollout per hour, and drift checks (``GetAlias``) per rollout per interval;
+- idle calls: per rollout per hour, and drift checks (``GetAlias``) per rollout per interval, the
+  most (the interval over the shortest gap between two checks of one rollout; the verdict's
+  figure) and the mean over the window (a check on the window's edge can lift it a hair above 1);
   target: ``GetAlias`` only, at most one per rollout per interval;
 - throughput: completed rollouts per second over phase 3 (first patch to last completion), times
   the calls per rollout measured in that phase, against the configured rate (target >= 0.9); and
@@ -63,7 +65,11 @@ printed), with the sandbox's and the operator's logs and ``calls.jsonl``.
 (``ThreadProfiles``), and writes ``operator.prof`` (pstats) and ``operator.txt`` (the share of
 the CPU of each part: boto3 calls, Kopf's event processing, the rollout loop...);
 ``--profile-sandbox`` does the same for the sandbox process (``sandbox.prof``, ``sandbox.txt``).
-A profiled process runs about 2.5 times slower: its figures are not the product's.
+A profiled process runs about 2.5 times slower: its figures are not the product's. ``--sample``
+runs py-spy on the operator instead, from outside, sampling the thread that holds the GIL 250
+times a second (it barely slows the operator down): ``operator-samples.collapsed`` (py-spy's raw
+stacks, for flame-graph tools) and ``operator-samples.txt`` (the CPU's shares by part:
+``SAMPLE_BUCKETS``).
 """
 
 from __future__ import annotations
@@ -711,6 +717,7 @@ class Processes:
     out: Path
     sandbox: asyncio.subprocess.Process | None = None
     operator: asyncio.subprocess.Process | None = None
+    sampler: asyncio.subprocess.Process | None = None
     kubeconfig: Path | None = None
     kube_url: str = ""
     aws_endpoint_url: str = ""
@@ -828,6 +835,27 @@ class Processes:
         assert sandbox is not None, "the sandbox died"
         return operator, sandbox
 
+    async def start_sampler(self) -> None:
+        """py-spy on the operator process, sampling only the thread holding the GIL: its CPU in Python."""
+        assert self.operator is not None
+        py_spy = Path(sys.executable).with_name("py-spy")
+        self.sampler = await asyncio.create_subprocess_exec(
+            str(py_spy),
+            "record",
+            "--pid",
+            str(self.operator.pid),
+            "--gil",
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(self.out / "operator-samples.collapsed"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
     async def stop(self) -> None:
         for process in (self.operator, self.sandbox):
             if process is None or process.returncode is not None:
@@ -839,6 +867,79 @@ class Processes:
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if self.sampler is not None:
+            # It writes its file once the operator is gone.
+            try:
+                await asyncio.wait_for(self.sampler.wait(), 30)
+            except TimeoutError:
+                self.sampler.kill()
+            samples = self.out / "operator-samples.collapsed"
+            if samples.exists():
+                samples.with_suffix(".txt").write_text(summarize_samples(samples))
+
+
+# Where the operator's CPU goes, by the innermost frame of a sample that matches: (bucket, text in
+# the frame). The first bucket found walking from the innermost frame outward wins; the generic
+# ones (the event loop, aiohttp, the thread pool) only when no other bucket matches.
+SAMPLE_BUCKETS: tuple[tuple[str, str], ...] = (
+    ("start-up: importing", "_find_and_load"),
+    ("this benchmark's call log and stats", "CallLog."),
+    ("this benchmark's call log and stats", "OperatorStats._"),
+    ("logging", "Logger._log"),
+    ("boto3: signing", "RequestSigner.sign"),
+    ("boto3: event hooks", "HierarchicalEmitter.emit"),
+    ("boto3: HTTP send and receive", "URLLib3Session.send"),
+    ("boto3: building the request", "_convert_to_request_dict"),
+    ("boto3: parsing the answer", "_do_get_response"),
+    ("boto3: the rest of a call", "_make_api_call"),
+    ("AWS adapter (clients, pacing)", "lambda_rollouts/aws/"),
+    ("worker-thread hand-off", "concurrent/futures/thread.py"),
+    ("status writes", "HttpStatusWriter"),
+    ("planner", "lambda_rollouts/planner.py"),
+    ("the rollout loop (reconcile)", "lambda_rollouts/reconcile.py"),
+    ("Kopf: posting Events", "_poster_worker"),
+    ("Kopf: processing watch events", "process_resource_event"),
+    ("Kopf: watch stream", "watching.py"),
+    ("Kopf: queueing", "queueing.py"),
+    ("aiohttp (Kubernetes requests)", "aiohttp/"),
+    ("asyncio event loop", "asyncio/"),
+    ("threads: start-up, idle pool", "threading.py"),
+)
+
+
+GENERIC_BUCKETS = frozenset({"asyncio event loop", "aiohttp (Kubernetes requests)", "worker-thread hand-off"})
+
+
+def summarize_samples(path: Path) -> str:
+    """Shares of the operator's sampled CPU by ``SAMPLE_BUCKETS`` (py-spy's raw collapsed stacks)."""
+    buckets: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        bucket = None
+        for generic in (False, True):
+            for frame in reversed(frames):
+                bucket = next(
+                    (
+                        name
+                        for name, text in SAMPLE_BUCKETS
+                        if (name in GENERIC_BUCKETS) == generic and text in frame
+                    ),
+                    None,
+                )
+                if bucket is not None:
+                    break
+            if bucket is not None:
+                break
+        buckets[bucket or "other: no Python frame (native code), or a stack too short to place"] += count
+    lines = [f"{total} samples at 250/s of the thread holding the GIL: {total / 250:.1f} s of CPU in Python"]
+    lines += (
+        [f"  {100 * count / total:5.1f}%  {name}" for name, count in buckets.most_common()] if total else []
+    )
+    return "\n".join(lines) + "\n"
 
 
 def kube_url_of(kubeconfig: Path) -> str:
@@ -963,6 +1064,7 @@ class Settings:
     json_path: Path
     profile: bool
     profile_sandbox: bool
+    sample: bool
     preload: Path | None
     seed_threads: int
     timeout: float
@@ -1043,6 +1145,8 @@ class Run:
         )
         self.progress(f"seeded {settings.n} functions in {time.monotonic() - started:.1f}s")
         await self.processes.start_operator(settings)
+        if settings.sample:
+            await self.processes.start_sampler()
         self.progress(f"operator up (pid {self.processes.operator.pid if self.processes.operator else '?'})")
         sampler = asyncio.create_task(self.sampler())
         try:
@@ -1404,6 +1508,9 @@ class Run:
                 "driftChecksPerRolloutPerInterval": drift_per_interval,
                 "otherCalls": idle_other,
                 "driftGapMinSeconds": min(gaps, default=math.nan),
+                "mostDriftChecksPerInterval": (
+                    settings.drift_interval / min(gaps) if gaps else drift_per_interval
+                ),
                 "driftGapP50Seconds": percentile(gaps, 50),
                 "operatorCpuPercent": 100 * idle_cpu / idle_seconds,
             },
@@ -1493,8 +1600,10 @@ def judge(figures: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "latencyP99Ms": (figures["latencyMs"]["p99"], "<"),
         "stepErrorP99Ms": (figures["stepErrorMs"]["absP99"], "<"),
         "excessCallsPerRollout": (figures["callsPerRollout"]["worstExcess"], "<="),
+        # Judged on the closest two checks of one rollout (the interval over the shortest gap): a
+        # count over the window also counts a check that falls on its edge.
         "driftChecksPerRolloutPerInterval": (
-            idle["driftChecksPerRolloutPerInterval"] if not idle["otherCalls"] else math.inf,
+            idle["mostDriftChecksPerInterval"] if not idle["otherCalls"] else math.inf,
             "<=",
         ),
         "throughputRatio": (throughput.get("ratio", math.nan), ">="),
@@ -1578,8 +1687,8 @@ def report(settings: Settings, result: Mapping[str, Any], notes: Sequence[str]) 
         "excessCallsPerRollout",
     )
     row(
-        "idle: drift checks per rollout per interval",
-        f"{idle['driftChecksPerRolloutPerInterval']:.2f}",
+        "idle: drift checks per rollout per interval, most (mean)",
+        f"{idle['mostDriftChecksPerInterval']:.3f} ({idle['driftChecksPerRolloutPerInterval']:.3f})",
         "driftChecksPerRolloutPerInterval",
     )
     other = ", ".join(f"{k} {v}" for k, v in idle["otherCalls"].items()) or "none"
@@ -1788,6 +1897,11 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     parser.add_argument("--json", type=Path, default=None, help="the JSON figures (default: OUT/scale.json)")
     parser.add_argument("--profile", action="store_true", help="profile the operator (slows it down)")
     parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="sample the operator's CPU with py-spy from outside (barely slows it down)",
+    )
+    parser.add_argument(
         "--profile-sandbox", action="store_true", help="profile the sandbox process (slows it down)"
     )
     parser.add_argument(
@@ -1817,6 +1931,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         json_path=args.json or out / "scale.json",
         profile=args.profile,
         profile_sandbox=args.profile_sandbox,
+        sample=args.sample,
         preload=args.operator_preload,
         seed_threads=args.seed_threads,
         timeout=args.timeout,
