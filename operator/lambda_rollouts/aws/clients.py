@@ -172,6 +172,7 @@ class AwsClients:
             max_attempts=settings.aws_max_attempts,
             max_pool_connections=settings.aws_max_concurrent_calls,
         )
+        self._default_config_key = _config_key(self._client_config)
         self.calls: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()
         self._client_hooks: list[ClientHook] = []
@@ -322,8 +323,13 @@ class AwsClients:
         credentials: AssumedCredentials | None,
         config: Config | None,
     ) -> BaseClient:
-        effective = self._client_config.merge(config) if config is not None else self._client_config
-        key = (service_name, region, role_arn, _config_key(effective))
+        if config is None:
+            # The common case, on every call: the default config's key is computed once.
+            effective, config_key = self._client_config, self._default_config_key
+        else:
+            effective = self._client_config.merge(config)
+            config_key = _config_key(effective)
+        key = (service_name, region, role_arn, config_key)
         cached = self._clients.get(key)
         if cached is None or cached.credentials is not credentials:
             # boto3-stubs types Session.client per service name only; the name here is a plain str.
