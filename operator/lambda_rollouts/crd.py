@@ -558,7 +558,9 @@ def _status_schema() -> dict[str, Any]:
             "phase": _string("The rollout's phase.", enum=[phase.value for phase in Phase]),
             "stableVersion": _string("The version the alias served before this rollout."),
             "canaryVersion": _string("The version being rolled out."),
-            "canaryWeight": _number("Percent of traffic on the new version, as Lambda last reported the alias."),
+            "canaryWeight": _number(
+                "Percent of traffic on the new version, as Lambda last reported the alias."
+            ),
             "currentStepIndex": _integer("Index of the current step."),
             "stepCount": _integer("Number of steps before full promotion."),
             "retryCount": _integer("Consecutive failed reconciles."),
