@@ -338,7 +338,6 @@ PROFILE_MARKERS: tuple[tuple[str, str, str], ...] = (
     ("  telemetry.reconciled", "lambda_rollouts/telemetry.py", "reconciled"),
     ("aiohttp requests (all)", "aiohttp/client.py", "_request"),
     ("logging (all)", "logging/__init__.py", "handle"),
-    ("asyncio event loop itself (_run_once, not in a callback)", "asyncio/base_events.py", "_run_once"),
     ("moto: answering AWS calls", "moto/core/responses.py", "dispatch"),
     ("kube emulator: answering requests", "lambda_rollouts/sandbox/kube.py", "__call__"),
     ("  kube emulator: admission (schema, CEL)", "lambda_rollouts/sandbox/kube.py", "_admit"),
