@@ -53,7 +53,6 @@ import argparse
 import asyncio
 import contextlib
 import copy
-import io
 import json
 import os
 import platform
@@ -62,7 +61,6 @@ import signal
 import sys
 import tempfile
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -72,7 +70,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import yaml
 from crash_launcher import (
     KILL_BEFORE_FULL_P_ENV,
     KILL_BEFORE_POINT,
@@ -83,9 +80,10 @@ from crash_launcher import (
     SEED_ENV,
     append_record,
 )
+from sandbox_process import start_sandbox
 
 from lambda_rollouts.model import GROUP, PLURAL, VERSION
-from lambda_rollouts.sandbox.aws import SANDBOX_CREDENTIALS, sandbox_session, seed_demo_function
+from lambda_rollouts.sandbox.aws import SANDBOX_CREDENTIALS, release_zip, sandbox_session, seed_demo_function
 from lambda_rollouts.sandbox.demo import BAD_ERROR_RATIO, INVOCATIONS_PER_SECOND, alias_shares
 
 if TYPE_CHECKING:
@@ -576,14 +574,6 @@ def without_nulls(value: Any) -> Any:
 # The AWS side: functions, releases, metrics.
 
 
-def release_zip(release: int) -> bytes:
-    source = f"def handler(event, context):\n    return {{'release': {release}}}\n"
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
-        bundle.writestr("index.py", source)
-    return archive.getvalue()
-
-
 class Aws:
     """The suite's own AWS clients (made once: creating boto3 clients costs CPU on a 2-core box).
 
@@ -702,48 +692,6 @@ class SuiteConfig:
     # Once the last kill is done, every release must reach its final state within this many
     # seconds (while the kills go on, a release progresses only as fast as the kills allow).
     final_deadline: float = 60.0
-
-
-async def start_sandbox(workdir: Path) -> tuple[asyncio.subprocess.Process, Path, str]:
-    """``lambda-rollouts sandbox --no-operator`` in ``workdir``; (process, kubeconfig, AWS endpoint)."""
-    command = Path(sys.executable).with_name("lambda-rollouts")
-    output_path = workdir / "sandbox.log"
-    with output_path.open("wb") as output:
-        # Its output goes to a file: a pipe nobody drains would block it once full.
-        process = await asyncio.create_subprocess_exec(
-            str(command),
-            "sandbox",
-            "--no-operator",
-            "--kube-port",
-            "0",
-            "--aws-port",
-            "0",
-            cwd=workdir,
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = output_path.read_text()
-        if "Press Ctrl-C" in text:
-            exports = dict(
-                line.removeprefix("export ").split("=", 1)
-                for line in text.splitlines()
-                if line.startswith("export ")
-            )
-            return process, Path(exports["KUBECONFIG"]), exports["AWS_ENDPOINT_URL"]
-        if process.returncode is not None:
-            break
-        await asyncio.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    await process.wait()
-    raise RuntimeError(f"the sandbox did not start:\n{output_path.read_text()}")
-
-
-def kube_url(kubeconfig: Path) -> str:
-    config = yaml.safe_load(kubeconfig.read_text())
-    return str(config["clusters"][0]["cluster"]["server"])
 
 
 class LogTail:
@@ -1195,7 +1143,8 @@ async def run_suite(config: SuiteConfig) -> SuiteResult:
     config.workdir.mkdir(parents=True, exist_ok=True)
     log_path = config.workdir / "crash-log.jsonl"
     log_path.unlink(missing_ok=True)
-    sandbox, kubeconfig, endpoint_url = await start_sandbox(config.workdir)
+    started_sandbox = await start_sandbox(config.workdir, config.workdir / "sandbox.log")
+    sandbox, endpoint_url = started_sandbox.process, started_sandbox.aws_endpoint_url
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crash-aws")
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[None]] = []
@@ -1218,8 +1167,10 @@ async def run_suite(config: SuiteConfig) -> SuiteResult:
                 },
             )
         pump = MetricsPump(aws, names)
-        supervisor = Supervisor(config, kubeconfig=kubeconfig, endpoint_url=endpoint_url, log_path=log_path)
-        async with aiohttp.ClientSession(kube_url(kubeconfig)) as session:
+        supervisor = Supervisor(
+            config, kubeconfig=started_sandbox.kubeconfig, endpoint_url=endpoint_url, log_path=log_path
+        )
+        async with aiohttp.ClientSession(started_sandbox.kube_url) as session:
             driver = Driver(
                 config,
                 session=session,

@@ -91,7 +91,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +98,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sandbox_process import start_sandbox
 
 if TYPE_CHECKING:
     import aiohttp
@@ -734,38 +735,9 @@ class Processes:
         if profile:
             env[PROFILE_ENV] = str(self.out / "sandbox.prof")
             command = [sys.executable, str(HERE), "launch"]
-        with output_path.open("wb") as output:
-            # Its output goes to a file: a pipe nobody drains would block it once full.
-            self.sandbox = await asyncio.create_subprocess_exec(
-                *command,
-                "sandbox",
-                "--no-operator",
-                "--kube-port",
-                "0",
-                "--aws-port",
-                "0",
-                cwd=workdir,
-                env=env,
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            text = output_path.read_text()
-            if "Press Ctrl-C" in text:
-                exports = dict(
-                    line.removeprefix("export ").split("=", 1)
-                    for line in text.splitlines()
-                    if line.startswith("export ")
-                )
-                self.kubeconfig = Path(exports["KUBECONFIG"])
-                self.aws_endpoint_url = exports["AWS_ENDPOINT_URL"]
-                self.kube_url = kube_url_of(self.kubeconfig)
-                return
-            if self.sandbox.returncode is not None:
-                break
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"the sandbox did not start:\n{output_path.read_text()}")
+        started = await start_sandbox(workdir, output_path, command=command, env=env)
+        self.sandbox, self.kubeconfig = started.process, started.kubeconfig
+        self.kube_url, self.aws_endpoint_url = started.kube_url, started.aws_endpoint_url
 
     async def start_operator(self, settings: Settings) -> None:
         assert self.kubeconfig is not None
@@ -941,38 +913,15 @@ def summarize_samples(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def kube_url_of(kubeconfig: Path) -> str:
-    import yaml
-
-    config = yaml.safe_load(kubeconfig.read_text())
-    return str(config["clusters"][0]["cluster"]["server"])
-
-
 # ---------------------------------------------------------------------------------------------
 # Seeding the functions.
 
 
-def handler_zip(release: int) -> bytes:
-    source = f"def handler(event, context):\n    return {{'release': {release}}}\n"
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
-        bundle.writestr("index.py", source)
-    return archive.getvalue()
-
-
 def seed_functions(endpoint_url: str, names: Sequence[str], threads: int = 8) -> None:
     """Each function with versions 1 and 2 (different code) and the alias on 1; one shared role."""
-    import boto3.session
+    from lambda_rollouts.sandbox.aws import release_zip, sandbox_session
 
-    def session() -> Any:
-        return boto3.session.Session(
-            aws_access_key_id=SANDBOX_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=SANDBOX_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=SANDBOX_CREDENTIALS["AWS_SESSION_TOKEN"],
-            region_name=REGION,
-        )
-
-    iam = session().client("iam", endpoint_url=endpoint_url)
+    iam = sandbox_session(REGION).client("iam", endpoint_url=endpoint_url)
     trust = {
         "Version": "2012-10-17",
         "Statement": [
@@ -982,13 +931,13 @@ def seed_functions(endpoint_url: str, names: Sequence[str], threads: int = 8) ->
     role = iam.create_role(RoleName="bench-execution", AssumeRolePolicyDocument=json.dumps(trust))["Role"][
         "Arn"
     ]
-    first, second = handler_zip(1), handler_zip(2)
+    first, second = release_zip(1), release_zip(2)
     local = threading.local()
 
     def seed(name: str) -> None:
         client = getattr(local, "client", None)
         if client is None:
-            client = local.client = session().client("lambda", endpoint_url=endpoint_url)
+            client = local.client = sandbox_session(REGION).client("lambda", endpoint_url=endpoint_url)
         created = client.create_function(
             FunctionName=name,
             Runtime="python3.12",

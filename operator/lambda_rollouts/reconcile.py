@@ -130,11 +130,12 @@ class LoopMemory:
     we read before writing is that lag, and the status we wrote is the truth.
 
     ``known_alias`` is the alias as the last pass read it or left it (a write answers with the alias
-    as stored), ``alias_seen_at`` when AWS last said so. ``run`` lets the next pass use it when the
-    plan itself scheduled that pass, and drops it on a spec change, an action, and once it is a
-    drift-check interval old (however often the plan looks, say every minute to measure). Reusing it is safe:
-    every write carries its ``RevisionId``, so a change made by someone else meanwhile fails the
-    write (``AliasConflictError``) instead of being overwritten, and the alias is read again at once.
+    as stored), ``alias_seen_at`` when AWS last said so. ``run`` forgets it before a pass the plan
+    did not schedule (a spec change, an action, the drift check); ``take_alias`` gives it to a pass
+    only while it is younger than the drift-check interval, however often the plan looks (say every
+    minute to measure). Reusing it is safe: every write carries its ``RevisionId``, so a change made
+    by someone else meanwhile fails the write (``AliasConflictError``) instead of being
+    overwritten, and the alias is read again at once.
     """
 
     status_read: dict[str, Any] | None = None
@@ -145,6 +146,13 @@ class LoopMemory:
     pending_request: planner.ActionRequest | None = None
     # The status as stored during this pass (as read, or as written ahead of a rollback).
     pass_status: dict[str, Any] = field(default_factory=dict)
+
+    def take_alias(self, now: datetime, max_age_seconds: float) -> AliasState | None:
+        """The known alias if it is fresh enough for this pass, else None; forgotten either way."""
+        alias, self.known_alias = self.known_alias, None
+        if alias is None or self.alias_seen_at is None:
+            return None
+        return alias if (now - self.alias_seen_at).total_seconds() < max_age_seconds else None
 
     def current_status(self, raw_status: dict[str, Any]) -> dict[str, Any]:
         if self.status_written is not None and raw_status == self.status_read:
@@ -205,7 +213,7 @@ class RolloutService:
         raw_status = memory.current_status(dict(body.get("status") or {}))
         memory.pass_status = raw_status
         status = RolloutStatus.parse(raw_status)
-        known_alias, memory.known_alias = memory.known_alias, None
+        known_alias = memory.take_alias(self._clock(), self._settings.drift_check_interval_seconds)
         request = await self._take_request(ref, body, memory)
         spec: RolloutSpec | None = None
         try:
@@ -231,7 +239,6 @@ class RolloutService:
         else:
             # Applied (or rejected) by this plan: never again, even if the status write fails.
             memory.pending_request = None
-        new_status = plan.status.to_wire()
         new_status = plan.status.to_wire()
         if new_status != memory.pass_status:
             await self._writer.write_status(ref.namespace, ref.name, new_status, memory.pass_status)
@@ -496,13 +503,7 @@ class RolloutService:
         while not stop.is_set():
             woken = wakeup.is_set()
             wakeup.clear()
-            seen_at = memory.alias_seen_at
-            if (
-                woken
-                or not planned
-                or seen_at is None
-                or (self._clock() - seen_at).total_seconds() >= drift_interval
-            ):
+            if woken or not planned:
                 # A spec change, an action, the first pass or the drift check: read the alias.
                 memory.known_alias = None
             delay = drift_interval

@@ -123,6 +123,9 @@ async def test_a_change_during_a_short_pause_is_found_by_the_refused_write(
     assert status["phase"] == "Paused"
     assert status["drift"]["observed"] == "70% on version 1 / 30% on version 2"
     assert len(router.writes) == 1
+    # Two UpdateAlias calls: the first weight, and the refused one (a loop that read the alias at
+    # the end of the pause would have found the change without trying to write).
+    assert fake_aws.calls["UpdateAlias"] == 2
     assert fake_aws.alias_state("checkout-api", "live").routing == {"2": 30.0}  # type: ignore[union-attr]
     reasons = {condition["type"]: condition["reason"] for condition in status["conditions"]}
     assert "AliasConflict" not in reasons.values()

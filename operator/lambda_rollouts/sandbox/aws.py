@@ -226,7 +226,7 @@ def seed_demo_function(
         Runtime="python3.12",
         Role=role_arn,
         Handler="index.handler",
-        Code={"ZipFile": _handler_zip(release=1)},
+        Code={"ZipFile": release_zip(release=1)},
         Description="lambda-rollouts sandbox demo",
     )["FunctionArn"]
     stable_version = lambda_client.publish_version(FunctionName=name, Description="release 1")["Version"]
@@ -269,11 +269,12 @@ def publish_demo_release(
 def _publish_release(lambda_client: LambdaClient, name: str, *, release: int) -> str:
     # Publishing unchanged code returns the existing version (in Lambda and in moto): each release
     # gets its own code first.
-    lambda_client.update_function_code(FunctionName=name, ZipFile=_handler_zip(release=release))
+    lambda_client.update_function_code(FunctionName=name, ZipFile=release_zip(release=release))
     return lambda_client.publish_version(FunctionName=name, Description=f"release {release}")["Version"]
 
 
-def _handler_zip(release: int) -> bytes:
+def release_zip(release: int) -> bytes:
+    """A deployment package whose handler answers ``{"release": release}``: each release's own code."""
     source = f"def handler(event, context):\n    return {{'release': {release}}}\n"
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
