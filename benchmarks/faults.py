@@ -179,7 +179,7 @@ async def running_operator(sandbox: SandboxHandle, settings: Settings, operator:
         )
         assert isinstance(backends.router, BotoAliasRouter)
         # The router's AwsClients serve the metric provider and the hooks too: one install covers all.
-        backends.router.clients.install(operator.injector.attach)
+        operator.injector.install(backends.router.clients)
         operator.routers.append(backends.router)
         return backends
 

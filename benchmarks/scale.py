@@ -111,6 +111,8 @@ NAMESPACE = "default"
 PREFIX = "bench-"
 STABLE, NEW = "1", "2"
 CALL_LOG_ENV = "SCALE_BENCH_CALL_LOG"
+# Lambda's REST API paths begin with its version: how its HTTP calls are told from Kubernetes's.
+LAMBDA_API_PATH = "/2015-03-31/"
 PROFILE_ENV = "SCALE_BENCH_PROFILE"
 STATS_ENV = "SCALE_BENCH_STATS"
 PRELOAD_ENV = "SCALE_BENCH_PRELOAD"
@@ -227,6 +229,72 @@ class CallLog:
         # handlers, and the rate limiter's own before-send handler is registered first on each
         # client, so ``ts`` is taken after the token.
         setattr(boto3.session.Session, "__init__", init)  # noqa: B010 - mypy refuses a method assignment
+        self._install_http()
+
+    def _install_http(self) -> None:
+        """The same record for the calls of ``LambdaHttpClient`` (the operator's Lambda transport).
+
+        ``call`` is wrapped for ``t0``, ``t1`` and the outcome; an interceptor registered on every
+        ``AwsClients`` (it sees each attempt after its token) stamps ``ts`` on the call's record,
+        found through a context variable set by the wrapper (the attempts run in the call's task).
+        """
+        import contextvars
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from lambda_rollouts.aws.clients import AwsClients
+        from lambda_rollouts.aws.lambda_http import LambdaHttpClient
+
+        current: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+            "scale_call", default=None
+        )
+        original_call = LambdaHttpClient.call
+        original_init = AwsClients.__init__
+        log = self
+
+        async def call(client: Any, operation: str, region: str, role_arn: str | None, **params: Any) -> Any:
+            record: dict[str, Any] = {"op": operation, "fn": str(params.get("FunctionName", ""))}
+            record["t0"] = time.time()
+            token = current.set(record)
+            try:
+                answer = await original_call(client, operation, region, role_arn, **params)
+            except ClientError as exc:
+                record["code"] = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                log._finish(record)
+                raise
+            except BotoCoreError as exc:
+                record |= {"code": 0, "err": type(exc).__name__}
+                log._finish(record)
+                raise
+            finally:
+                current.reset(token)
+            record["code"] = answer.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if operation == "UpdateAlias":
+                record["v"] = str(answer.get("FunctionVersion", ""))
+                routing = answer.get("RoutingConfig") or {}
+                record["w"] = {
+                    str(k): float(v) for k, v in (routing.get("AdditionalVersionWeights") or {}).items()
+                }
+            log._finish(record)
+            return answer
+
+        def stamp(attempt: Any) -> None:
+            record = current.get()
+            if record is not None:
+                record["ts"] = time.time()
+
+        def init(clients: Any, *args: Any, **kwargs: Any) -> None:
+            original_init(clients, *args, **kwargs)
+            clients.intercept(stamp)
+
+        setattr(LambdaHttpClient, "call", call)  # noqa: B010
+        setattr(AwsClients, "__init__", init)  # noqa: B010
+
+    def _finish(self, record: dict[str, Any]) -> None:
+        now = time.time()
+        record["t1"] = now
+        record.setdefault("ts", now)
+        self._write(record)
 
 
 class OperatorStats:
@@ -234,9 +302,10 @@ class OperatorStats:
 
     Appends one JSON line per second to ``path``: the wall clock, the largest and the mean lateness
     of a 50 ms timer on the event loop over that second (how long ready callbacks waited), and the
-    operator's Kubernetes API requests so far by kind (cumulative). Installs three patches, none in
-    the package: an event loop policy (to reach the loop ``asyncio.run`` makes), ``asyncio.to_thread``
-    (to stamp each job's submission, read by ``CallLog``) and ``aiohttp.ClientSession._request``.
+    operator's Kubernetes API requests so far by kind (cumulative). Installs these patches, none in
+    the package: an event loop policy (to reach the loop ``asyncio.run`` makes),
+    ``asyncio.to_thread`` (to stamp each job's submission, read by ``CallLog``) and
+    ``aiohttp.ClientSession._request``.
     """
 
     TICK = 0.05
@@ -287,6 +356,8 @@ class OperatorStats:
     def count(self, method: str, url: str, params: Any) -> None:
         query = url.partition("?")[2] + str(params or "")
         path = url.partition("?")[0]
+        if LAMBDA_API_PATH in path:
+            return  # the operator's Lambda calls (CallLog's), not Kubernetes requests
         if "watch" in query:
             kind = "watch"
         elif path.endswith("/status"):
@@ -554,6 +625,7 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 class ProcSample:
     at: float
     cpu: float  # user + system seconds
+    system: float  # of which in the kernel (system calls: sockets, futexes)
     rss_mb: float
     hwm_mb: float
     threads: int
@@ -569,13 +641,14 @@ def proc_sample(pid: int) -> ProcSample | None:
     fields = stat.rsplit(")", 1)[1].split()
     # After the command: state is field 3 of stat, utime 14 and stime 15 (1-based), so 11 and 12 here.
     cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+    system = int(fields[12]) / _TICKS
     values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
 
     def kilobytes(key: str) -> float:
         return float(values.get(key, "0 kB").split()[0])
 
     return ProcSample(
-        time.time(), cpu, kilobytes("VmRSS") / 1024, kilobytes("VmHWM") / 1024, int(values["Threads"])
+        time.time(), cpu, system, kilobytes("VmRSS") / 1024, kilobytes("VmHWM") / 1024, int(values["Threads"])
     )
 
 
@@ -1465,6 +1538,10 @@ class Run:
             "throughput": throughput,
             "operator": {
                 "phase1CpuSeconds": phase1_cpu,
+                "phase1SystemShare": (snaps["rollouts"].operator.system - snaps["start"].operator.system)
+                / phase1_cpu
+                if phase1_cpu
+                else math.nan,
                 "phase1Writes": phase1_writes,
                 "phase1Passes": snaps["rollouts"].passes - snaps["start"].passes,
                 "phase1PassSeconds": snaps["rollouts"].pass_seconds - snaps["start"].pass_seconds,
@@ -1665,6 +1742,7 @@ def report(settings: Settings, result: Mapping[str, Any], notes: Sequence[str]) 
             f"{thr['tokenWaitP99Ms']:.0f}; {thr['emulatorP50Ms']:.0f} ms",
         )
     row("operator CPU per step (phase 1)", f"{op['cpuMsPerStep']:.1f} ms", "cpuMsPerStep")
+    row("  (of which in the kernel: system calls)", f"{100 * op['phase1SystemShare']:.0f} %")
     row("  (phase 3: allAtOnce, per step)", f"{op['phase3CpuMsPerStep']:.1f} ms")
     row("operator peak RSS", f"{op['peakRssMb']:.0f} MB", "peakRssMb")
     row(

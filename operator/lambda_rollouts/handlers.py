@@ -74,11 +74,13 @@ def default_backends(
 
     clients = AwsClients(settings, session_factory, on_call=on_aws_call)
     webhooks = WebhookInvoker()
+    # Lambda's control plane over aiohttp: the alias reads and writes of every step.
+    router = BotoAliasRouter(settings, clients=clients, transport="http")
     return Backends(
-        router=BotoAliasRouter(settings, clients=clients),
+        router=router,
         metrics=BotoMetricProvider(clients),
         hooks=HookDispatcher(LambdaHookInvoker(clients), webhooks),
-        closers=(webhooks.close,),
+        closers=(webhooks.close, router.close),
     )
 
 

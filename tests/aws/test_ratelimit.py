@@ -171,6 +171,48 @@ def test_callers_are_served_in_the_order_they_came(clock: FakeClock) -> None:
     assert served == ["A", "B", "C", "D"]
 
 
+def test_try_acquire_takes_a_free_token_and_never_waits(clock: FakeClock) -> None:
+    bucket = TokenBucket(rate=4, burst=2, clock=clock, sleeper=clock.sleep)
+
+    assert [bucket.try_acquire() for _ in range(3)] == [True, True, False]
+    assert clock.sleeps == []
+    clock.sleep(0.25)
+    assert bucket.try_acquire()
+    assert not bucket.try_acquire()
+
+
+def test_try_acquire_does_not_jump_the_line(clock: FakeClock) -> None:
+    release = threading.Event()
+
+    def sleeper(seconds: float) -> None:
+        assert release.wait(5)
+        clock.sleep(seconds)
+
+    bucket = TokenBucket(rate=1, burst=2, clock=clock, sleeper=sleeper)
+    bucket.acquire()
+    bucket.acquire()
+    waiting = threading.Thread(target=bucket.acquire)
+    waiting.start()
+    time.sleep(0.05)  # in line, waiting for the next token
+    clock.sleep(5)  # tokens are due, but the caller in line comes first
+    assert not bucket.try_acquire()
+    release.set()
+    waiting.join(5)
+    assert bucket.try_acquire(), "the line is empty again, and tokens are left"
+
+
+def test_the_limiter_counts_what_try_acquire_grants(clock: FakeClock) -> None:
+    limiter = RateLimiter({"lambda": Limit(rate=1, burst=1)}, clock=clock, sleeper=clock.sleep)
+    key = ("default", REGION, "lambda")
+
+    assert limiter.try_acquire("default", REGION, "lambda", "GetAlias")
+    assert not limiter.try_acquire("default", REGION, "lambda", "GetAlias")
+    assert limiter.try_acquire("default", REGION, "lambda", "Invoke"), "not paced"
+    assert limiter.try_acquire("default", REGION, "sts", "AssumeRole"), "no limit: not paced"
+    assert limiter.granted[key] == 1
+    assert limiter.waited[key] == 0.0
+
+
 def test_a_caller_that_leaves_the_line_by_an_exception_gives_its_place_up(clock: FakeClock) -> None:
     calls = 0
 

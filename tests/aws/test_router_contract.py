@@ -1,6 +1,7 @@
 """The AliasRouter contract, run against both implementations.
 
-``BotoAliasRouter`` runs on moto in-process (which stores aliases but checks none of Lambda's
+``BotoAliasRouter`` runs with its botocore transport on moto in-process and with its HTTP transport
+(what the operator runs with) on moto's server (moto stores aliases but checks none of Lambda's
 routing rules); ``FakeLambda`` is the strict fake. Whatever passes here holds for both, so tests
 elsewhere may use the fake in place of AWS.
 
@@ -11,11 +12,12 @@ pages with botocore's Stubber.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import boto3
@@ -32,7 +34,7 @@ from lambda_rollouts.errors import (
     VersionNotFoundError,
 )
 from lambda_rollouts.observed import AliasState, Target
-from lambda_rollouts.sandbox.aws import sandbox_session, seed_demo_function
+from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
 from lambda_rollouts.settings import Settings
 
 REGION = "eu-west-1"
@@ -75,10 +77,10 @@ def boto_session() -> boto3.session.Session:
     return sandbox_session(REGION)
 
 
-@pytest.fixture(params=["boto-on-moto", "strict-fake"])
-def under_test(
+@pytest.fixture(params=["boto-on-moto", "http-on-moto-server", "strict-fake"])
+async def under_test(
     request: pytest.FixtureRequest, boto_session: boto3.session.Session
-) -> Iterator[RouterUnderTest]:
+) -> AsyncIterator[RouterUnderTest]:
     if request.param == "strict-fake":
         fake = FakeLambda()
         fake.add_function(FUNCTION)
@@ -94,11 +96,19 @@ def under_test(
             pages=True,
         )
         return
-    with mock_aws(config={"lambda": {"use_docker": False}}):
-        seeded = seed_demo_function(None, REGION, name=FUNCTION, alias=None, session=boto_session)
-        router = BotoAliasRouter(isolated_settings(), session_factory=lambda: boto_session)
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "http-on-moto-server":
+            endpoint: str | None = stack.enter_context(MotoSandbox()).endpoint_url
+            settings = isolated_settings().model_copy(update={"aws_endpoint_url": endpoint})
+            router = BotoAliasRouter(settings, session_factory=lambda: boto_session, transport="http")
+            stack.push_async_callback(router.close)
+        else:
+            stack.enter_context(mock_aws(config={"lambda": {"use_docker": False}}))
+            endpoint = None
+            router = BotoAliasRouter(isolated_settings(), session_factory=lambda: boto_session)
+        seeded = seed_demo_function(endpoint, REGION, name=FUNCTION, alias=None, session=boto_session)
         releases = itertools.count(3)
-        lambda_client = boto_session.client("lambda", region_name=REGION)
+        lambda_client = boto_session.client("lambda", region_name=REGION, endpoint_url=endpoint)
 
         def add_bare_function(name: str) -> None:
             lambda_client.create_function(

@@ -69,7 +69,7 @@ def faulty(boto_session: boto3.session.Session) -> Callable[..., AwsClients]:
             client_config=Config(retries={"mode": "standard", "total_max_attempts": attempts}),
             rate_limiter=RateLimiter(),
         )
-        clients.install(injector.attach)
+        injector.install(clients)
         return clients
 
     return make
@@ -340,10 +340,10 @@ async def test_every_rollout_ends_right_while_a_quarter_of_the_aws_attempts_fail
     )
     clients = AwsClients(aws_settings, session_factory=lambda: sandbox_session(REGION))
     injector = FaultInjector(0.25, seed=OPERATOR_TEST_SEED)
-    clients.install(injector.attach)
+    injector.install(clients)
     runner = OperatorRunner(
         kube,
-        BotoAliasRouter(aws_settings, clients=clients),
+        BotoAliasRouter(aws_settings, clients=clients, transport="http"),
         Settings(default_region=REGION, retry_initial_delay_seconds=5, retry_max_delay_seconds=60),
         metrics=BotoMetricProvider(clients),
     )

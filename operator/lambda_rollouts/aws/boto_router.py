@@ -1,8 +1,13 @@
-"""The boto3 implementation of ``AliasRouter``.
+"""The AWS implementation of ``AliasRouter``: boto3's sessions and models, two transports.
 
 Contract (on top of ``lambda_rollouts.aws.router``):
-- Every blocking boto3 call (client creation and credential resolution included) runs in a
-  worker thread through ``asyncio.to_thread``; nothing blocks the event loop.
+- ``transport`` says how requests travel. ``"http"`` (what the operator runs with): every call is
+  sent by ``lambda_rollouts.aws.lambda_http.LambdaHttpClient`` on the event loop, at about a third
+  of botocore's CPU. ``"boto"`` (the default): every call is a botocore client call in a worker
+  thread (``asyncio.to_thread``), which is what moto's in-process ``mock_aws`` and botocore's
+  ``Stubber`` can answer. ``http_client`` replaces the HTTP transport's own client (tests give one
+  with a fake sleep). Both raise botocore's exceptions, translated here alike, and nothing
+  blocks the event loop with either.
 - Clients, credentials and the call counter come from ``lambda_rollouts.aws.clients.AwsClients``
   (its contract applies): clients are cached per (region, role ARN), ``settings.aws_endpoint_url``
   is used when set, a target's empty region falls back to ``settings.default_region``, a target's
@@ -10,31 +15,32 @@ Contract (on top of ``lambda_rollouts.aws.router``):
   refused with ``ExpiredToken`` drops them and is retried once. Pass ``clients`` to share one
   cache (and one ``calls`` counter) with the other AWS adapters; the session, clock, refresh
   margin and client config are then the shared object's, and giving them here too is an error.
-- ``route`` sends exactly one ``UpdateAlias`` (with the caller's ``RevisionId``) and one
-  ``GetAlias``: UpdateAlias answers with the alias as stored, which is what ``route`` returns; the
-  request is shaped by ``weights.alias_write``.
+- ``route`` sends exactly one ``UpdateAlias`` (with the caller's ``RevisionId``): UpdateAlias
+  answers with the alias as stored, which is what ``route`` returns; the request is shaped by
+  ``weights.alias_write``.
 - ``list_versions`` sends one ``ListVersionsByFunction`` per page (``MaxItems`` of
-  ``LIST_VERSIONS_PAGE_SIZE``, ``Marker`` from the previous page's ``NextMarker``), all pages in
-  one worker thread. A listing without even ``$LATEST`` in it (an emulator's answer for a missing
-  function; Lambda answers 404) is settled by the ``GetFunctionConfiguration`` probe below. A
-  ``NextMarker`` seen before is an ``AwsError`` rather than an endless loop.
+  ``LIST_VERSIONS_PAGE_SIZE``, ``Marker`` from the previous page's ``NextMarker``). A listing
+  without even ``$LATEST`` in it (an emulator's answer for a missing function; Lambda answers
+  404) is settled by the ``GetFunctionConfiguration`` probe below. A ``NextMarker`` seen before
+  is an ``AwsError`` rather than an endless loop.
 - "Not found" is told apart without trusting message wording alone: when the message does not
   say "Function not found", an unqualified ``GetFunctionConfiguration`` (a permission the
   operator needs anyway for ``get_version``) decides whether the function exists.
 - ``calls`` counts API operations by name (``GetAlias``, ``UpdateAlias``, ``AssumeRole``...),
-  one per logical call, retries by botocore not included; it is fed by a botocore event hook,
-  so it also sees calls that were injected or failed. With shared ``clients`` it counts the calls
-  of every adapter sharing them.
+  one per logical call, retries not included, injected and failed calls included. With shared
+  ``clients`` it counts the calls of every adapter sharing them.
+- ``close()`` closes the HTTP transport's connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
+from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -49,6 +55,7 @@ from lambda_rollouts.aws.clients import (
     utc_now,
 )
 from lambda_rollouts.aws.errors import error_message, translated
+from lambda_rollouts.aws.lambda_http import LambdaHttpClient
 from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE
 from lambda_rollouts.aws.weights import (
     LATEST,
@@ -68,12 +75,6 @@ from lambda_rollouts.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
-    from mypy_boto3_lambda.type_defs import (
-        AliasConfigurationResponseTypeDef,
-        FunctionConfigurationResponseTypeDef,
-        FunctionConfigurationTypeDef,
-        ListVersionsByFunctionResponseTypeDef,
-    )
 
 # The client cache's names are importable from here too, for code that only knows the router.
 __all__ = [
@@ -86,7 +87,8 @@ __all__ = [
     "default_client_config",
 ]
 
-_Result = TypeVar("_Result")
+# "boto": botocore clients in worker threads; "http": ``LambdaHttpClient`` on the event loop.
+Transport = Literal["boto", "http"]
 
 
 class BotoAliasRouter:
@@ -101,6 +103,8 @@ class BotoAliasRouter:
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
         client_config: Config | None = None,
         clients: AwsClients | None = None,
+        transport: Transport = "boto",
+        http_client: LambdaHttpClient | None = None,
     ) -> None:
         if clients is None:
             clients = AwsClients(
@@ -120,6 +124,13 @@ class BotoAliasRouter:
             raise ValueError("pass the session, clock, refresh margin and client config to AwsClients")
         self._settings = settings
         self._clients = clients
+        if http_client is not None and transport != "http":
+            raise ValueError("an HTTP client is for the http transport")
+        self._http = (http_client or LambdaHttpClient(clients)) if transport == "http" else None
+
+    @property
+    def transport(self) -> Transport:
+        return "boto" if self._http is None else "http"
 
     @property
     def calls(self) -> Counter[str]:
@@ -133,10 +144,32 @@ class BotoAliasRouter:
     # -- the AliasRouter interface -------------------------------------------------------------
 
     async def get_alias(self, target: Target) -> AliasState | None:
-        return await asyncio.to_thread(self._get_alias_blocking, target)
+        try:
+            with translated("GetAlias"):
+                response = await self._send(
+                    target, "GetAlias", FunctionName=target.function_name, Name=target.alias
+                )
+        except FunctionNotFoundError as error:
+            cause = error.__cause__
+            if isinstance(cause, ClientError) and await self._only_alias_missing(target, cause):
+                return None
+            raise
+        return _alias_state(response)
 
     async def create_alias(self, target: Target, version: str) -> AliasState:
-        return await asyncio.to_thread(self._create_alias_blocking, target, version)
+        require_published_version(version, "alias")
+        try:
+            with translated("CreateAlias"):
+                response = await self._send(
+                    target,
+                    "CreateAlias",
+                    FunctionName=target.function_name,
+                    Name=target.alias,
+                    FunctionVersion=version,
+                )
+        except FunctionNotFoundError as error:
+            raise await self._function_or_version_missing(target, version, error) from error.__cause__
+        return _alias_state(response)
 
     async def route(
         self,
@@ -152,16 +185,67 @@ class BotoAliasRouter:
         To promote, pass ``primary=<new version>, canary=None``; to roll back,
         ``primary=<stable version>, canary=None``. Both clear the routing map.
         """
-        return await asyncio.to_thread(
-            self._route_blocking, target, primary, canary, canary_percent, revision_id
-        )
+        if not revision_id:
+            raise InvalidRequestError("route needs the RevisionId read with the alias")
+        write = alias_write(primary=primary, canary=canary, canary_percent=canary_percent)
+        try:
+            with translated("UpdateAlias"):
+                response = await self._send(
+                    target,
+                    "UpdateAlias",
+                    FunctionName=target.function_name,
+                    Name=target.alias,
+                    FunctionVersion=write.function_version,
+                    RoutingConfig={"AdditionalVersionWeights": dict(write.additional_version_weights)},
+                    RevisionId=revision_id,
+                )
+        except FunctionNotFoundError as error:
+            cause = error.__cause__
+            if isinstance(cause, ClientError) and _names_the_alias(error_message(cause)):
+                raise AliasConflictError(f"alias {target.alias} no longer exists: {error}") from cause
+            versions = [write.function_version, *write.additional_version_weights]
+            raise await self._function_or_version_missing(target, "/".join(versions), error) from cause
+        # UpdateAlias answers with the alias as it now is: no read-back call is needed.
+        return _alias_state(response)
 
     async def get_version(self, target: Target, version: str) -> VersionInfo:
-        return await asyncio.to_thread(self._get_version_blocking, target, version)
+        require_published_version(version, "requested")
+        try:
+            with translated("GetFunctionConfiguration"):
+                response = await self._send(
+                    target, "GetFunctionConfiguration", FunctionName=target.function_name, Qualifier=version
+                )
+        except FunctionNotFoundError as error:
+            raise await self._function_or_version_missing(target, version, error) from error.__cause__
+        return _version_info(response, version)
 
     async def list_versions(self, target: Target) -> list[VersionInfo]:
         """Every published version, oldest first, read page by page (see the module docstring)."""
-        return await asyncio.to_thread(self._list_versions_blocking, target)
+        listed: list[Mapping[str, Any]] = []
+        markers: set[str] = set()
+        marker: str | None = None
+        while True:
+            page = await self._list_versions_page(target, marker)
+            listed += page.get("Versions", [])
+            marker = page.get("NextMarker")
+            if not marker:
+                break
+            if marker in markers:
+                raise AwsError(f"ListVersionsByFunction: NextMarker {marker!r} came back a second time")
+            markers.add(marker)
+        if not listed and not await self._function_exists(target):
+            raise FunctionNotFoundError(f"function {target.function_name} not found")
+        published = [
+            _version_info(entry, entry["Version"])
+            for entry in listed
+            if entry.get("Version", LATEST) != LATEST
+        ]
+        return sorted(published, key=lambda info: int(info.version))
+
+    async def close(self) -> None:
+        """Close the HTTP transport's connections (nothing to do for botocore's)."""
+        if self._http is not None:
+            await self._http.close()
 
     # -- clients and credentials ---------------------------------------------------------------
 
@@ -176,141 +260,53 @@ class BotoAliasRouter:
     def _region(self, target: Target) -> str:
         return target.region or self._settings.default_region
 
-    def _call(self, target: Target, request: Callable[[LambdaClient], _Result]) -> _Result:
-        """Run one request with the target's client, once more if assumed credentials expired."""
-        return self._clients.call("lambda", self._region(target), target.role_arn, request)
+    async def _send(self, target: Target, operation: str, **params: Any) -> Mapping[str, Any]:
+        """One Lambda API call with the target's credentials, over the router's transport."""
+        region = self._region(target)
+        if self._http is not None:
+            return await self._http.call(operation, region, target.role_arn, **params)
+        method = xform_name(operation)
 
-    # -- the blocking halves -------------------------------------------------------------------
+        def request(client: LambdaClient) -> Mapping[str, Any]:
+            answer: Mapping[str, Any] = getattr(client, method)(**params)
+            return answer
 
-    def _get_alias_blocking(self, target: Target) -> AliasState | None:
-        try:
-            with translated("GetAlias"):
-                response = self._call(
-                    target,
-                    lambda client: client.get_alias(FunctionName=target.function_name, Name=target.alias),
-                )
-        except FunctionNotFoundError as error:
-            cause = error.__cause__
-            if isinstance(cause, ClientError) and self._only_alias_missing(target, cause):
-                return None
-            raise
-        return _alias_state(response)
+        return await asyncio.to_thread(self._clients.call, "lambda", region, target.role_arn, request)
 
-    def _create_alias_blocking(self, target: Target, version: str) -> AliasState:
-        require_published_version(version, "alias")
-        try:
-            with translated("CreateAlias"):
-                response = self._call(
-                    target,
-                    lambda client: client.create_alias(
-                        FunctionName=target.function_name, Name=target.alias, FunctionVersion=version
-                    ),
-                )
-        except FunctionNotFoundError as error:
-            raise self._function_or_version_missing(target, version, error) from error.__cause__
-        return _alias_state(response)
-
-    def _route_blocking(
-        self, target: Target, primary: str, canary: str | None, canary_percent: float, revision_id: str
-    ) -> AliasState:
-        if not revision_id:
-            raise InvalidRequestError("route needs the RevisionId read with the alias")
-        write = alias_write(primary=primary, canary=canary, canary_percent=canary_percent)
-        try:
-            with translated("UpdateAlias"):
-                response = self._call(
-                    target,
-                    lambda client: client.update_alias(
-                        FunctionName=target.function_name,
-                        Name=target.alias,
-                        FunctionVersion=write.function_version,
-                        RoutingConfig={"AdditionalVersionWeights": dict(write.additional_version_weights)},
-                        RevisionId=revision_id,
-                    ),
-                )
-        except FunctionNotFoundError as error:
-            cause = error.__cause__
-            if isinstance(cause, ClientError) and _names_the_alias(error_message(cause)):
-                raise AliasConflictError(f"alias {target.alias} no longer exists: {error}") from cause
-            versions = [write.function_version, *write.additional_version_weights]
-            raise self._function_or_version_missing(target, "/".join(versions), error) from cause
-        # UpdateAlias answers with the alias as it now is: no read-back call is needed.
-        return _alias_state(response)
-
-    def _get_version_blocking(self, target: Target, version: str) -> VersionInfo:
-        require_published_version(version, "requested")
-        try:
-            with translated("GetFunctionConfiguration"):
-                response = self._call(
-                    target,
-                    lambda client: client.get_function_configuration(
-                        FunctionName=target.function_name, Qualifier=version
-                    ),
-                )
-        except FunctionNotFoundError as error:
-            raise self._function_or_version_missing(target, version, error) from error.__cause__
-        return _version_info(response, version)
-
-    def _list_versions_blocking(self, target: Target) -> list[VersionInfo]:
-        listed: list[FunctionConfigurationTypeDef] = []
-        markers: set[str] = set()
-        marker: str | None = None
-        while True:
-            page = self._list_versions_page(target, marker)
-            listed += page.get("Versions", [])
-            marker = page.get("NextMarker")
-            if not marker:
-                break
-            if marker in markers:
-                raise AwsError(f"ListVersionsByFunction: NextMarker {marker!r} came back a second time")
-            markers.add(marker)
-        if not listed and not self._function_exists(target):
-            raise FunctionNotFoundError(f"function {target.function_name} not found")
-        published = [
-            _version_info(entry, entry["Version"])
-            for entry in listed
-            if entry.get("Version", LATEST) != LATEST
-        ]
-        return sorted(published, key=lambda info: int(info.version))
-
-    def _list_versions_page(
-        self, target: Target, marker: str | None
-    ) -> ListVersionsByFunctionResponseTypeDef:
+    async def _list_versions_page(self, target: Target, marker: str | None) -> Mapping[str, Any]:
         with translated("ListVersionsByFunction"):
             if marker is None:
-                return self._call(
+                return await self._send(
                     target,
-                    lambda client: client.list_versions_by_function(
-                        FunctionName=target.function_name, MaxItems=LIST_VERSIONS_PAGE_SIZE
-                    ),
+                    "ListVersionsByFunction",
+                    FunctionName=target.function_name,
+                    MaxItems=LIST_VERSIONS_PAGE_SIZE,
                 )
-            return self._call(
+            return await self._send(
                 target,
-                lambda client: client.list_versions_by_function(
-                    FunctionName=target.function_name, MaxItems=LIST_VERSIONS_PAGE_SIZE, Marker=marker
-                ),
+                "ListVersionsByFunction",
+                FunctionName=target.function_name,
+                MaxItems=LIST_VERSIONS_PAGE_SIZE,
+                Marker=marker,
             )
 
     # -- telling "not found" apart -------------------------------------------------------------
 
-    def _function_exists(self, target: Target) -> bool:
+    async def _function_exists(self, target: Target) -> bool:
         try:
             with translated("GetFunctionConfiguration"):
-                self._call(
-                    target,
-                    lambda client: client.get_function_configuration(FunctionName=target.function_name),
-                )
+                await self._send(target, "GetFunctionConfiguration", FunctionName=target.function_name)
         except FunctionNotFoundError:
             return False
         return True
 
-    def _only_alias_missing(self, target: Target, exc: ClientError) -> bool:
+    async def _only_alias_missing(self, target: Target, exc: ClientError) -> bool:
         if error_message(exc).lower().startswith("function not found"):
             return False
-        return self._function_exists(target)
+        return await self._function_exists(target)
 
-    def _function_or_version_missing(self, target: Target, version: str, error: AwsError) -> AwsError:
-        if self._function_exists(target):
+    async def _function_or_version_missing(self, target: Target, version: str, error: AwsError) -> AwsError:
+        if await self._function_exists(target):
             return VersionNotFoundError(f"version {version} of {target.function_name} not found: {error}")
         return FunctionNotFoundError(f"function {target.function_name} not found: {error}")
 
@@ -324,7 +320,7 @@ def _names_the_alias(message: str) -> bool:
     return "alias" in wording and not wording.startswith("function not found")
 
 
-def _alias_state(response: AliasConfigurationResponseTypeDef) -> AliasState:
+def _alias_state(response: Mapping[str, Any]) -> AliasState:
     weights = response.get("RoutingConfig", {}).get("AdditionalVersionWeights", {})
     return AliasState(
         function_version=response["FunctionVersion"],
@@ -333,9 +329,7 @@ def _alias_state(response: AliasConfigurationResponseTypeDef) -> AliasState:
     )
 
 
-def _version_info(
-    response: FunctionConfigurationResponseTypeDef | FunctionConfigurationTypeDef, version: str
-) -> VersionInfo:
+def _version_info(response: Mapping[str, Any], version: str) -> VersionInfo:
     return VersionInfo(
         version=response.get("Version", version),
         # Functions that never went through a state transition may omit both fields.

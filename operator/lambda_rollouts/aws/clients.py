@@ -65,6 +65,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import threading
@@ -77,19 +78,22 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError
 
 from lambda_rollouts import __version__
 from lambda_rollouts.aws.errors import is_expired_token, translated
 from lambda_rollouts.aws.ratelimit import RateLimiter, account_of
+from lambda_rollouts.aws.sigv4 import SigningCredentials
 from lambda_rollouts.errors import AwsError
 from lambda_rollouts.settings import Settings
 
 if TYPE_CHECKING:
-    from botocore.model import OperationModel
+    from botocore.model import OperationModel, ServiceModel
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_sts import STSClient
+
+    from lambda_rollouts.aws.lambda_http import Interceptor
 
 SESSION_NAME = "lambda-rollouts"
 DEFAULT_REFRESH_MARGIN = timedelta(minutes=5)
@@ -176,6 +180,7 @@ class AwsClients:
         self.calls: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()
         self._client_hooks: list[ClientHook] = []
+        self.interceptors: tuple[Interceptor, ...] = ()
         self._calls_lock = threading.Lock()
         # Reentrant: building a client for a role builds (and caches) the STS client first.
         self._lock = threading.RLock()
@@ -253,6 +258,63 @@ class AwsClients:
             self._client_hooks.append(hook)
             for (service_name, *_), cached in self._clients.items():
                 hook(service_name, cached.client)
+
+    def intercept(self, interceptor: Interceptor) -> None:
+        """Show every HTTP attempt of the clients that do not use botocore (``LambdaHttpClient``)
+        to ``interceptor`` (after its token), which may answer it: what ``install`` is to botocore."""
+        with self._lock:
+            self.interceptors = (*self.interceptors, interceptor)
+
+    # -- for clients that do not use botocore (LambdaHttpClient) -------------------------------
+
+    def describe(self, service_name: str, region: str) -> tuple[str, ServiceModel]:
+        """The endpoint URL and the service model of the service's client for ``region``. Blocking."""
+        client = self.client(service_name, region)
+        return client.meta.endpoint_url, client.meta.service_model
+
+    def credentials(self, role_arn: str | None, region: str) -> SigningCredentials:
+        """The credentials to sign a request for ``role_arn`` (None: the operator's own). Blocking.
+
+        The role's assumed credentials (assumed when missing or expiring, as for its clients), or
+        the base session's, refreshed by botocore as they near their expiry.
+        """
+        region = region or self.settings.default_region
+        with self._lock:
+            if role_arn:
+                assumed = self._assumed_credentials(role_arn, region)
+                return SigningCredentials(
+                    assumed.access_key_id, assumed.secret_access_key, assumed.session_token
+                )
+            base = self._base_session().get_credentials()
+        if base is None:
+            raise NoCredentialsError()
+        frozen = base.get_frozen_credentials()
+        if not frozen.access_key or not frozen.secret_key:
+            raise NoCredentialsError()
+        return SigningCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    def count_call(self, operation: str) -> None:
+        """Count one API call (see ``calls``)."""
+        with self._calls_lock:
+            self.calls[operation] += 1
+
+    async def pace(self, service_name: str, region: str, role_arn: str | None, operation: str) -> None:
+        """Take the token of one HTTP attempt: at once if one is free, else waiting in a worker thread."""
+        account = account_of(role_arn)
+        if not self.rate_limiter.try_acquire(account, region, service_name, operation):
+            await asyncio.to_thread(self.rate_limiter.acquire, account, region, service_name, operation)
+        with self._calls_lock:
+            self.attempts[operation] += 1
+
+    def tell(self, service_name: str, operation: str, error_code: str | None) -> None:
+        """Tell ``on_call`` how a call ended (see the module docstring); never raises."""
+        if self._on_call is None:
+            return
+        try:
+            self._on_call(service_name, operation, error_code)
+        except Exception:
+            # An observer is bookkeeping: its failure must not fail the AWS call it observed.
+            logger.exception("the AWS call observer failed on %s %s", service_name, operation)
 
     @overload
     def call(
@@ -355,7 +417,7 @@ class AwsClients:
             # provide-client-params fires once per API call, before any handler can short-circuit it.
             client.meta.events.register("provide-client-params", self._count_call)
             if self._on_call is not None:
-                self._observe_outcomes(client, service_name, self._on_call)
+                self._observe_outcomes(client, service_name)
             for hook in self._client_hooks:
                 hook(service_name, client)
             cached = _CachedClient(client=client, credentials=credentials)
@@ -390,8 +452,7 @@ class AwsClients:
         return fresh
 
     def _count_call(self, model: OperationModel, **_: Any) -> None:
-        with self._calls_lock:
-            self.calls[model.name] += 1
+        self.count_call(model.name)
 
     def _pacer(self, service_name: str, region: str, account: str) -> Callable[..., None]:
         """The before-send handler that paces one client's attempts (see the module docstring)."""
@@ -406,16 +467,11 @@ class AwsClients:
 
         return pace
 
-    @staticmethod
-    def _observe_outcomes(client: BaseClient, service_name: str, on_call: CallObserver) -> None:
+    def _observe_outcomes(self, client: BaseClient, service_name: str) -> None:
         """Tell ``on_call`` how each call of ``client`` ended (see the module docstring)."""
 
         def tell(operation: str, error_code: str | None) -> None:
-            try:
-                on_call(service_name, operation, error_code)
-            except Exception:
-                # An observer is bookkeeping: its failure must not fail the AWS call it observed.
-                logger.exception("the AWS call observer failed on %s %s", service_name, operation)
+            self.tell(service_name, operation, error_code)
 
         def after_call(
             http_response: Any, parsed: Mapping[str, Any], model: OperationModel, context: Any, **_: Any

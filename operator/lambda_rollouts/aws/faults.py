@@ -21,8 +21,9 @@ Contract:
   (``lambda``, ``cloudwatch``, ``sts`` by default; others are left alone), as a ``before-send``
   handler registered first, so it runs after the handlers registered first before it (the pacing
   of ``AwsClients``: a faulted attempt has taken its token like a real one) and before the
-  others. ``AwsClients.install(injector.attach)`` puts it on every client of an ``AwsClients``,
-  present and future. An injected HTTP answer keeps the request from being sent; botocore still
+  others. ``intercept(attempt)`` is the same for ``LambdaHttpClient``'s attempts (its interceptor,
+  seen after the token). ``install(clients)`` puts it on every client of an ``AwsClients``, present
+  and future, of both kinds. An injected HTTP answer keeps the request from being sent; botocore still
   calls the remaining ``before-send`` handlers, and moto's in-process ``mock_aws`` is one of them
   (it applies the request anyway): use moto's server mode when an injected fault must also keep
   the request from the emulator.
@@ -66,8 +67,12 @@ from xml.sax.saxutils import escape
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
+from lambda_rollouts.aws.lambda_http import HttpAnswer, HttpAttempt
+
 if TYPE_CHECKING:
     from botocore.client import BaseClient
+
+    from lambda_rollouts.aws.clients import AwsClients
 
 DEFAULT_SERVICES = ("lambda", "cloudwatch", "sts")
 
@@ -166,6 +171,28 @@ class FaultInjector:
 
         # botocore-stubs types event handlers as returning None; before-send ones may answer.
         client.meta.events.register_first("before-send", cast(Callable[..., None], before_send))
+
+    def intercept(self, attempt: HttpAttempt) -> HttpAnswer | None:
+        """The same, for an attempt of a client that does not use botocore (``LambdaHttpClient``)."""
+        if attempt.service not in self.services:
+            return None
+        fault = self.decide(attempt.service, attempt.operation)
+        if fault is None:
+            return None
+        if fault.kind is FaultKind.CONNECTION_RESET:
+            raise ConnectionClosedError(endpoint_url=attempt.url)
+        if fault.kind is FaultKind.READ_TIMEOUT:
+            raise ReadTimeoutError(endpoint_url=attempt.url)
+        # Only Lambda's REST-JSON API is served without botocore.
+        response = _response(
+            attempt.url, _http_fault(fault, attempt.service, attempt.operation), "rest-json", False
+        )
+        return HttpAnswer(response.status_code, dict(response.headers.items()), response.content)
+
+    def install(self, clients: AwsClients) -> None:
+        """Inject into every client of ``clients``, present and future, botocore's or not."""
+        clients.install(self.attach)
+        clients.intercept(self.intercept)
 
     # -- figures -------------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ botocore's ``before-send``, which fires once per attempt).
 Contract:
 - ``TokenBucket(rate, burst)`` holds at most ``burst`` tokens, starts full and refills at ``rate``
   tokens per second. ``acquire()`` takes one token, blocking the calling thread until one is free,
-  and returns how long it waited (by the bucket's clock). Callers are served in arrival order, so
+  and returns how long it waited (by the bucket's clock); ``try_acquire()`` takes one only if one
+  is free now and nobody is in line, and never blocks (for callers on an event loop, which wait
+  in a worker thread with ``acquire`` when it says no). Callers are served in arrival order, so
   none starves. Waiting never spins: the first caller in line waits for the time its token needs
   (a timed wait on the bucket's condition variable), each of the others on a condition of its own,
   woken only when its turn comes (with 32 threads in line, waking them all for every token cost
@@ -22,7 +24,8 @@ Contract:
 - ``Limit(rate, burst)``: a rate or a burst of 0 or less means "not paced".
 - ``RateLimiter`` keeps one bucket per key ``(account, region, service)``, made on first use with
   the service's ``Limit`` (``limits[service]``, else ``default``); unpaced limits get no bucket.
-  ``acquire(account, region, service, operation)`` takes a token from that bucket, except for
+  ``acquire(account, region, service, operation)`` (and ``try_acquire``, never blocking) takes a
+  token from that bucket, except for
   operations outside the quotas it paces (``UNPACED_OPERATIONS``: Lambda's ``Invoke``, a data-plane
   call with limits of its own), and counts it in ``granted`` and ``waited`` (seconds) per key.
 - ``RateLimiter.from_settings`` applies the operator's settings (see ``Settings``):
@@ -134,6 +137,17 @@ class TokenBucket:
                     self._abandoned.add(ticket)
                 raise
 
+    def try_acquire(self) -> bool:
+        """Take one token if one is free now and nobody is in line; never blocks."""
+        with self._condition:
+            if self._next_ticket != self._serving:
+                return False
+            self._refill(self._clock())
+            if self._tokens < 1 - _EPSILON:
+                return False
+            self._tokens = max(0.0, self._tokens - 1)
+            return True
+
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._updated)
         self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
@@ -234,8 +248,26 @@ class RateLimiter:
         if bucket is None:
             return 0.0
         waited = bucket.acquire()
-        key = (account, region, service)
+        self._granted((account, region, service), waited)
+        return waited
+
+    def try_acquire(self, account: str, region: str, service: str, operation: str) -> bool:
+        """Take a token for one attempt if one is free now (True), without blocking; see ``acquire``.
+
+        True at once when the service or the operation is not paced. False leaves the caller's
+        place to ``acquire``, which waits in line behind the callers already waiting.
+        """
+        if operation in UNPACED_OPERATIONS.get(service, frozenset()):
+            return True
+        bucket = self.bucket(account, region, service)
+        if bucket is None:
+            return True
+        if not bucket.try_acquire():
+            return False
+        self._granted((account, region, service), 0.0)
+        return True
+
+    def _granted(self, key: BucketKey, waited: float) -> None:
         with self._lock:
             self.granted[key] += 1
             self.waited[key] += waited
-        return waited
