@@ -1,27 +1,45 @@
-"""Client CPU of one boto3 Lambda call, against the sandbox's AWS emulator in another process.
+"""Client CPU of one Lambda call: boto3's client against the operator's own HTTP client.
 
 Run: ``.venv/bin/python benchmarks/boto_call.py [--calls 500]``.
 
 Starts ``MotoSandbox`` (moto over keep-alive HTTP) in a child process, seeds the demo function,
-then makes ``--calls`` ``GetAlias`` and ``GetFunctionConfiguration`` calls from this process with a
-client built as the operator builds its clients (``default_client_config``). Prints the CPU time of
-this process's thread per call (``time.thread_time``: the emulator's work is in the other
-process) and the wall time per call, and how many TCP connections the calls opened.
+then makes ``--calls`` ``GetAlias`` and ``GetFunctionConfiguration`` calls from this process, one
+after the other, with each client:
+
+- boto3: a client built as ``AwsClients`` builds its clients (``default_client_config``), called
+  in this thread (the operator calls it in a worker thread, which costs a hand-off more);
+- http: ``LambdaHttpClient`` (aiohttp, SigV4 of its own), the operator's transport for Lambda's
+  alias and version calls, awaited on an event loop in this thread.
+
+Prints the CPU time of this thread per call (``time.thread_time``: the emulator's work is in the
+other process; the event loop runs in this thread), the wall time per call, the ratio of the two
+clients' CPU, and how many TCP connections the calls opened.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import urllib3.util.connection
 
-from lambda_rollouts.aws.clients import default_client_config
+from lambda_rollouts.aws.clients import AwsClients, default_client_config
+from lambda_rollouts.aws.lambda_http import LambdaHttpClient
+from lambda_rollouts.aws.ratelimit import RateLimiter
 from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
+from lambda_rollouts.settings import Settings
 
 REGION = "us-east-1"
+FUNCTION = "checkout-api"
+WARM_UP = 20
+PARAMS: dict[str, dict[str, str]] = {
+    "GetAlias": {"FunctionName": FUNCTION, "Name": "live"},
+    "GetFunctionConfiguration": {"FunctionName": FUNCTION, "Qualifier": "2"},
+}
 
 
 def serve(endpoints: Any, stop: Any) -> None:
@@ -29,6 +47,16 @@ def serve(endpoints: Any, stop: Any) -> None:
         seed_demo_function(sandbox.endpoint_url, REGION)
         endpoints.put(sandbox.endpoint_url)
         stop.wait()
+
+
+def measure(call: Callable[[], object], calls: int) -> tuple[float, float]:
+    """CPU and wall milliseconds per call of ``call``, after a warm-up (model loaded, connection open)."""
+    for _ in range(WARM_UP):
+        call()
+    cpu, wall = time.thread_time(), time.perf_counter()
+    for _ in range(calls):
+        call()
+    return 1000 * (time.thread_time() - cpu) / calls, 1000 * (time.perf_counter() - wall) / calls
 
 
 def main() -> None:
@@ -39,37 +67,43 @@ def main() -> None:
     stop: Any = multiprocessing.Event()
     server = multiprocessing.Process(target=serve, args=(endpoints, stop), daemon=True)
     server.start()
+    opened = [0]
+    original = urllib3.util.connection.create_connection
+
+    def counting(*positional: Any, **named: Any) -> Any:
+        opened[0] += 1
+        return original(*positional, **named)
+
+    urllib3.util.connection.create_connection = counting  # type: ignore[assignment]
+    loop = asyncio.new_event_loop()
     try:
         endpoint = endpoints.get(timeout=60)
-        client = sandbox_session(REGION).client(
+        boto = sandbox_session(REGION).client(
             "lambda", region_name=REGION, endpoint_url=endpoint, config=default_client_config()
         )
-        calls = {
-            "GetAlias": lambda: client.get_alias(FunctionName="checkout-api", Name="live"),
-            "GetFunctionConfiguration": lambda: client.get_function_configuration(
-                FunctionName="checkout-api", Qualifier="2"
-            ),
-        }
-        opened = [0]
-        original = urllib3.util.connection.create_connection
+        settings = Settings(default_region=REGION, aws_endpoint_url=endpoint)
+        clients = AwsClients(settings, lambda: sandbox_session(REGION), rate_limiter=RateLimiter())
+        http = LambdaHttpClient(clients)
 
-        def counting(*positional: Any, **named: Any) -> Any:
-            opened[0] += 1
-            return original(*positional, **named)
+        def on_loop(operation: str) -> Callable[[], object]:
+            def call() -> object:
+                coroutine: Awaitable[object] = http.call(operation, REGION, None, **PARAMS[operation])
+                return loop.run_until_complete(coroutine)
 
-        urllib3.util.connection.create_connection = counting  # type: ignore[assignment]
-        print(f"{'call':<26} {'CPU ms':>7} {'wall ms':>8}")
-        for name, call in calls.items():
-            for _ in range(20):
-                call()  # warm: the model loaded, the connection open
-            cpu, wall = time.thread_time(), time.perf_counter()
-            for _ in range(args.calls):
-                call()
-            cpu_ms = 1000 * (time.thread_time() - cpu) / args.calls
-            wall_ms = 1000 * (time.perf_counter() - wall) / args.calls
-            print(f"{name:<26} {cpu_ms:>7.2f} {wall_ms:>8.2f}")
-        print(f"TCP connections opened by {2 * (args.calls + 20)} calls: {opened[0]}")
+            return call
+
+        print(f"{'call':<26} {'client':<7} {'CPU ms':>7} {'wall ms':>8}")
+        for operation, params in PARAMS.items():
+            method = getattr(boto, {"GetAlias": "get_alias"}.get(operation, "get_function_configuration"))
+            boto_cpu, boto_wall = measure(lambda method=method, params=params: method(**params), args.calls)
+            http_cpu, http_wall = measure(on_loop(operation), args.calls)
+            print(f"{operation:<26} {'boto3':<7} {boto_cpu:>7.2f} {boto_wall:>8.2f}")
+            ratio = boto_cpu / http_cpu
+            print(f"{'':<26} {'http':<7} {http_cpu:>7.2f} {http_wall:>8.2f}   boto3 / http: {ratio:.1f}x")
+        print(f"TCP connections opened by boto3's {2 * (args.calls + WARM_UP)} calls: {opened[0]}")
+        loop.run_until_complete(http.close())
     finally:
+        loop.close()
         stop.set()
         server.join(timeout=10)
 

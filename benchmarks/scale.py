@@ -936,6 +936,8 @@ SAMPLE_BUCKETS: tuple[tuple[str, str], ...] = (
     ("boto3: building the request", "_convert_to_request_dict"),
     ("boto3: parsing the answer", "_do_get_response"),
     ("boto3: the rest of a call", "_make_api_call"),
+    ("AWS: SigV4 signing", "lambda_rollouts/aws/sigv4.py"),
+    ("AWS: Lambda calls over HTTP (their aiohttp work included)", "lambda_rollouts/aws/lambda_http.py"),
     ("AWS adapter (clients, pacing)", "lambda_rollouts/aws/"),
     ("worker-thread hand-off", "concurrent/futures/thread.py"),
     ("status writes", "HttpStatusWriter"),

@@ -149,3 +149,16 @@ class Settings(BaseSettings):
     # HTTP connections each client keeps. Sized for the pace above with slow answers (50 calls/s
     # answered in 500 ms each need 25), not for the number of CPUs.
     aws_max_concurrent_calls: int = Field(default=32, ge=1, le=256)
+    # Proxies for the AWS calls the operator sends itself (Lambda's alias and version calls), from
+    # the standard variables that boto3 honours for the rest: by the endpoint's scheme, unless the
+    # endpoint's host is in NO_PROXY.
+    https_proxy: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LAMBDA_ROLLOUTS_HTTPS_PROXY", "HTTPS_PROXY", "https_proxy"),
+    )
+    http_proxy: str | None = Field(
+        default=None, validation_alias=AliasChoices("LAMBDA_ROLLOUTS_HTTP_PROXY", "HTTP_PROXY", "http_proxy")
+    )
+    no_proxy: str | None = Field(
+        default=None, validation_alias=AliasChoices("LAMBDA_ROLLOUTS_NO_PROXY", "NO_PROXY", "no_proxy")
+    )

@@ -8,6 +8,7 @@ which see every attempt after its token, as ``FaultInjector`` does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -389,3 +390,86 @@ def _snake(operation: str) -> str:
     from botocore import xform_name
 
     return xform_name(operation)
+
+
+async def test_a_success_that_is_not_json_is_a_transient_error(
+    clients: AwsClients, recorder: Recorder
+) -> None:
+    page = HttpAnswer(200, {"Content-Type": "text/html"}, b"<html>proxy says hello</html>")
+    clients.intercept(Scripted("GetAlias", page))
+    router = BotoAliasRouter(
+        clients.settings, clients=clients, transport="http", http_client=LambdaHttpClient(clients)
+    )
+    with pytest.raises(AwsError, match="not JSON") as caught:
+        await router.get_alias(TARGET)
+    assert type(caught.value) is AwsError
+    assert caught.value.transient
+    assert recorder.outcomes == [("lambda", "GetAlias", "ResponseStreamingError")]
+    await router.close()
+
+
+# -- proxies -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "proxies", "expected"),
+    [
+        ("https://lambda.eu-west-1.amazonaws.com", {"https_proxy": "http://proxy:3128"}, "http://proxy:3128"),
+        ("https://lambda.eu-west-1.amazonaws.com", {"http_proxy": "http://proxy:3128"}, None),
+        ("http://127.0.0.1:4566", {"http_proxy": "http://proxy:3128"}, "http://proxy:3128"),
+        (
+            "https://lambda.eu-west-1.amazonaws.com",
+            {"https_proxy": "http://proxy:3128", "no_proxy": "localhost, .amazonaws.com"},
+            None,
+        ),
+        (
+            "https://lambda.eu-west-1.amazonaws.com",
+            {"https_proxy": "http://proxy:3128", "no_proxy": "lambda.eu-west-1.amazonaws.com:443"},
+            None,
+        ),
+        ("https://lambda.eu-west-1.amazonaws.com", {"https_proxy": "http://p:1", "no_proxy": "*"}, None),
+        (
+            "https://lambda.eu-west-1.amazonaws.com",
+            {"https_proxy": "http://p:1", "no_proxy": "notamazonaws.com,s3.amazonaws.com"},
+            "http://p:1",
+        ),
+    ],
+)
+def test_the_proxy_of_an_endpoint(endpoint: str, proxies: dict[str, str], expected: str | None) -> None:
+    from yarl import URL
+
+    from lambda_rollouts.aws.lambda_http import proxy_for
+
+    settings = Settings(https_proxy=None, http_proxy=None, no_proxy=None).model_copy(update=proxies)
+    assert proxy_for(URL(endpoint), settings) == expected
+
+
+async def test_requests_go_through_the_proxy(
+    clients: AwsClients, endpoint: str, boto_session: boto3.session.Session, recorder: Recorder
+) -> None:
+    """A proxy that answers every request itself, recording the request lines it was sent."""
+    seen: list[str] = []
+    alias = {"Name": "live", "FunctionVersion": "7", "RevisionId": "r"}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            seen.append(head.split(b"\r\n", 1)[0].decode())
+            body = json.dumps(alias).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            if reader.at_eof():
+                break
+
+    proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    settings = clients.settings.model_copy(update={"http_proxy": f"http://127.0.0.1:{port}"})
+    proxied = AwsClients(settings, session_factory=lambda: boto_session, rate_limiter=RateLimiter())
+    http = LambdaHttpClient(proxied)
+    try:
+        answer = await http.call("GetAlias", REGION, None, FunctionName=FUNCTION, Name="live")
+    finally:
+        await http.close()
+        proxy.close()
+    assert answer["FunctionVersion"] == "7"
+    assert seen == [f"GET {endpoint}/2015-03-31/functions/{FUNCTION}/aliases/live HTTP/1.1"]

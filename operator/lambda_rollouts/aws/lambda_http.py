@@ -15,8 +15,9 @@ Contract:
   alike: an answer of 300 or more is a ``ClientError`` whose ``Error.Code`` is the
   ``x-amzn-ErrorType`` header's code (else the body's ``__type``/``code``, else the status) and
   ``Error.Message`` the body's ``message``; no answer is botocore's ``EndpointConnectionError``
-  (could not connect), ``ConnectionClosedError`` (dropped) or ``ReadTimeoutError``; missing
-  credentials ``NoCredentialsError``. Parameters the model does not know: ``ParamValidationError``.
+  (could not connect), ``ConnectionClosedError`` (dropped) or ``ReadTimeoutError``; a success
+  whose body is not JSON ``ResponseStreamingError``; missing credentials ``NoCredentialsError``;
+  parameters the model does not know ``ParamValidationError``.
 - Everything else is ``AwsClients``'s (the shared client cache), so both kinds of client keep one
   set of rules: the endpoint (``settings.aws_endpoint_url``, else the one botocore resolves for
   the region) and the service model come from its botocore client for the region; credentials
@@ -34,9 +35,11 @@ Contract:
   event loop. botocore's retry quota has no counterpart: the shared token bucket already keeps
   retries from stampeding, and the attempts are capped. Conflicts (409, 412) are never retried.
 - Connections are kept alive and shared (at most ``settings.aws_max_concurrent_calls``), with
-  botocore's timeouts (5 s to connect, 20 s to read); ``HTTPS_PROXY``/``NO_PROXY`` apply as they
-  do to botocore; TLS is verified against the system's certificate authorities. The aiohttp session belongs to the event
-  loop that made it; ``close()`` closes it.
+  botocore's timeouts (5 s to connect, 20 s to read); the proxy of the endpoint's scheme
+  (``settings.https_proxy``/``http_proxy``, the standard variables) applies unless
+  ``settings.no_proxy`` names the endpoint's host (``proxy_for``), decided once per region;
+  TLS is verified against the system's certificate authorities. The aiohttp
+  session belongs to the event loop that made it; ``close()`` closes it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ParamValidationError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 from yarl import URL
 
@@ -70,6 +74,7 @@ if TYPE_CHECKING:
     from botocore.model import OperationModel, ServiceModel
 
     from lambda_rollouts.aws.clients import AwsClients
+    from lambda_rollouts.settings import Settings
 
 SERVICE = "lambda"
 # Seconds a credential read is trusted: botocore refreshes expiring credentials well before this.
@@ -125,6 +130,9 @@ class _RestOperation:
 class _Region:
     endpoint: URL
     model: ServiceModel
+    # The proxy for the endpoint, decided once (aiohttp's trust_env would read the environment,
+    # and ~/.netrc, on every request).
+    proxy: str | None
     operations: dict[str, _RestOperation] = field(default_factory=dict)
 
 
@@ -206,6 +214,7 @@ class LambdaHttpClient:
                     HttpAttempt(SERVICE, operation, params, rest.method, url, attempt, context),
                     request,
                     credentials,
+                    described,
                     region,
                 )
             except (ConnectionClosedError, ReadTimeoutError, EndpointConnectionError):
@@ -225,7 +234,12 @@ class LambdaHttpClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _attempt(
-        self, attempt: HttpAttempt, request: SignedRequest, credentials: SigningCredentials, region: str
+        self,
+        attempt: HttpAttempt,
+        request: SignedRequest,
+        credentials: SigningCredentials,
+        described: _Region,
+        region: str,
     ) -> HttpAnswer:
         for interceptor in self._clients.interceptors:
             answer = interceptor(attempt)
@@ -235,7 +249,11 @@ class LambdaHttpClient:
         session = self._http_session()
         try:
             async with session.request(
-                request.method, URL(attempt.url, encoded=True), headers=headers, data=request.body or None
+                request.method,
+                URL(attempt.url, encoded=True),
+                headers=headers,
+                data=request.body or None,
+                proxy=described.proxy,
             ) as response:
                 body = await response.read()
                 return HttpAnswer(response.status, dict(response.headers), body)
@@ -256,7 +274,8 @@ class LambdaHttpClient:
         described = self._regions.get(region)
         if described is None:
             endpoint, model = await asyncio.to_thread(self._clients.describe, SERVICE, region)
-            described = self._regions.setdefault(region, _Region(URL(endpoint), model))
+            url = URL(endpoint)
+            described = self._regions.setdefault(region, _Region(url, model, proxy_for(url, self._settings)))
         return described
 
     @staticmethod
@@ -287,10 +306,30 @@ class LambdaHttpClient:
                 headers={"User-Agent": USER_AGENT},
                 skip_auto_headers=("Content-Type",),
                 auto_decompress=False,
-                # HTTPS_PROXY / NO_PROXY apply, as they do to botocore's clients.
-                trust_env=True,
             )
         return session
+
+
+def proxy_for(endpoint: URL, settings: Settings) -> str | None:
+    """The proxy for ``endpoint``: the settings' proxy of its scheme, unless NO_PROXY names its host."""
+    proxy = settings.https_proxy if endpoint.scheme == "https" else settings.http_proxy
+    if not proxy or not endpoint.host:
+        return None
+    if settings.no_proxy and _bypassed(endpoint.host, settings.no_proxy):
+        return None
+    return proxy
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """NO_PROXY's rule, as Python's urllib applies it: "*", or the host or one of its parent domains."""
+    host = host.lower()
+    for entry in (part.strip().lower() for part in no_proxy.split(",")):
+        if entry == "*":
+            return True
+        name = entry.lstrip(".").rsplit(":", 1)[0] if entry.count(":") == 1 else entry.lstrip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
 
 
 def _rest_operation(model: OperationModel) -> _RestOperation:
@@ -339,7 +378,11 @@ def _labels(path: str) -> list[str]:
 
 
 def _parsed(answer: HttpAnswer) -> dict[str, Any]:
-    loaded = json.loads(answer.body) if answer.body.strip() else {}
+    try:
+        loaded = json.loads(answer.body) if answer.body.strip() else {}
+    except ValueError as exc:
+        # A proxy's page, a truncated body: an answer that could not be read, a transient trouble.
+        raise ResponseStreamingError(error=f"not JSON ({answer.status}): {answer.body[:200]!r}") from exc
     # botocore's parser leaves out members sent as null ("RoutingConfig": null); so does this one.
     parsed: dict[str, Any] = _without_nulls(loaded) if isinstance(loaded, dict) else {}
     parsed["ResponseMetadata"] = {
