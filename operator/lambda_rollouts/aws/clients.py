@@ -59,6 +59,12 @@ Contract:
   for every client made later (a credential refresh makes new ones), after the project's own
   hooks are registered: the way to add botocore event handlers (fault injection, tracing) to all
   of them. Hooks run with the cache's lock held: they must be quick and must not use this object.
+- For clients that do not use botocore (``lambda_http.LambdaHttpClient``), the same rules through
+  public methods: ``describe`` (endpoint URL and service model of a region's client),
+  ``credentials`` (a role's assumed credentials, or the base session's), ``count_call``, ``pace``
+  (async: a free token at once, else waiting in line in a worker thread; counts the attempt),
+  ``tell`` (the ``on_call`` observer), and ``intercept(interceptor)``: what ``install`` is to
+  botocore, an interceptor sees (and may answer) every HTTP attempt of those clients.
 - Thread-safe: the session and the caches sit behind one lock (boto3 sessions are not
   thread-safe; clients are).
 """
