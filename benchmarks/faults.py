@@ -25,7 +25,7 @@ ten seconds) saw more of the operator's attempts to a service than its bucket al
 in any 1 s, rate + burst / 10 per second over any 10 s. The attempts are timed by the injector,
 just after their token, in whichever order the threads run: one attempt over is tolerated.
 
-Prints a table (rollouts, attempts, faults by kind and their share of the attempts, botocore's
+Prints a table (rollouts, attempts, faults by kind and their share of the attempts, the AWS clients'
 retries, the calls that failed even so, final states, times, and the busiest windows: attempts
 that reached moto, from the injector's timestamps, and all attempts, which took tokens), and with
 ``--json PATH`` writes the figures. Exits 1 when a check fails.
@@ -146,7 +146,7 @@ class Operator:
 
     injector: FaultInjector
     routers: list[BotoAliasRouter] = field(default_factory=list)
-    # Calls that failed even after botocore's retries, by (service, operation, error).
+    # Calls that failed even after the AWS clients' retries, by (service, operation, error).
     failed_calls: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def observe(self, service: str, operation: str, error: str | None) -> None:
@@ -317,13 +317,13 @@ def report(
             f"  time: all settled in {elapsed:.1f} s; per rollout from its create: p50 {p50:.1f} s, "
             f"p90 {p90:.1f} s, max {settle_times[-1]:.1f} s"
         )
-    print(f"  HTTP attempts by the operator: {attempts} ({calls} API calls, {retries} botocore retries)")
+    print(f"  HTTP attempts by the operator: {attempts} ({calls} API calls, {retries} retries)")
     print(f"  faults injected: {injected} = {share:.1%} of attempts (floor {MIN_FAULTED_SHARE:.0%})")
     kinds = injector.by_kind()
     for kind in ALL_KINDS:
         print(f"    {kind:<18}{kinds[kind]:>6}  {kinds[kind] / attempts if attempts else 0:>6.1%}")
     failed = sum(operator.failed_calls.values())
-    print(f"  calls that failed after botocore's retries (the operator backed off and retried): {failed}")
+    print(f"  calls that failed after their retries (the operator backed off and retried): {failed}")
     for (service, operation, error), count in operator.failed_calls.most_common(8):
         print(f"    {service} {operation} {error}: {count}")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore import xform_name
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -156,7 +157,7 @@ async def test_answers_are_botocore_answers(http: LambdaHttpClient, boto_lambda:
     ]
     for operation, params in reads:
         ours = await http.call(operation, REGION, None, **params)
-        theirs = getattr(boto_lambda, _snake(operation))(**params)
+        theirs = getattr(boto_lambda, xform_name(operation))(**params)
         assert without_metadata(ours) == without_metadata(theirs), operation
         assert ours["ResponseMetadata"]["HTTPStatusCode"] == theirs["ResponseMetadata"]["HTTPStatusCode"]
 
@@ -195,7 +196,7 @@ async def test_errors_are_botocore_errors(
     http: LambdaHttpClient, boto_lambda: Any, operation: str, params: dict[str, Any]
 ) -> None:
     with pytest.raises(ClientError) as theirs:
-        getattr(boto_lambda, _snake(operation))(**params)
+        getattr(boto_lambda, xform_name(operation))(**params)
     with pytest.raises(ClientError) as ours:
         await http.call(operation, REGION, None, **params)
     assert ours.value.response["Error"] == theirs.value.response["Error"]
@@ -384,12 +385,6 @@ async def test_injected_faults_translate_as_over_botocore(
     assert injector.attempts["UpdateAlias"] == clients.attempts["UpdateAlias"]
     assert injector.injected[("UpdateAlias", kind)] == injector.attempts["UpdateAlias"]
     await router.close()
-
-
-def _snake(operation: str) -> str:
-    from botocore import xform_name
-
-    return xform_name(operation)
 
 
 async def test_a_success_that_is_not_json_is_a_transient_error(

@@ -10,9 +10,10 @@ Contract:
   blocks of ``BLOCK`` (20), in arrival order; block b has floor(rate x 20 x (b + 1)) -
   floor(rate x 20 x b) faults (5 in each at a rate of 0.25) at places drawn at random, so faults
   are random, can come in a row, and their share never drifts: over the first n attempts, at
-  least floor(rate x 20 x floor(n / 20)). The kinds take turns: the k-th fault is kind
-  (k + offset) mod m of the m kinds that apply to its operation (offset drawn from the seed), so
-  every kind comes up in any run with a few faults of each. Everything random comes from
+  least floor(rate x 20 x floor(n / 20)). The kinds take turns: the k-th fault among those whose
+  operation admits the same m kinds is kind (k + offset) mod m of them (offset drawn from the
+  seed), so any m faults of reads (or of writes) in a row meet every kind that applies, however
+  the attempts of concurrent callers interleave. Everything random comes from
   ``random.Random(seed)`` and each attempt draws the same numbers whatever its operation, so the
   n-th attempt seen gets the n-th decision: the same attempts in the same order get the same
   faults. Attempts made concurrently reach it in an order the threads decide. An attempt drawn
@@ -142,7 +143,9 @@ class FaultInjector:
         self._kind_offset = self._random.randrange(len(self.kinds))
         self._block: frozenset[int] = frozenset()
         self._seen = 0
-        self._faults = 0
+        # Faults injected so far, by the kinds that applied to them: each such set takes turns of
+        # its own, so reads meet every read kind whatever the writes between them drew.
+        self._faults: Counter[tuple[FaultKind, ...]] = Counter()
         self._lock = threading.Lock()
         self.attempts: Counter[str] = Counter()
         self.injected: Counter[tuple[str, FaultKind]] = Counter()
@@ -251,8 +254,9 @@ class FaultInjector:
             status_draw = self._random.random()
             kind = None
             if self.enabled and applicable and place in self._block:
-                kind = applicable[(self._faults + self._kind_offset) % len(applicable)]
-                self._faults += 1
+                turns = tuple(applicable)
+                kind = applicable[(self._faults[turns] + self._kind_offset) % len(applicable)]
+                self._faults[turns] += 1
                 self.injected[(operation, kind)] += 1
             self.attempts[operation] += 1
             self.timeline.append(Attempt(self._clock(), service, operation, kind))

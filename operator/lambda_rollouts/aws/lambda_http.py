@@ -35,8 +35,10 @@ Contract:
   event loop. botocore's retry quota has no counterpart: the shared token bucket already keeps
   retries from stampeding, and the attempts are capped. Conflicts (409, 412) are never retried.
 - Connections are kept alive and shared (at most ``settings.aws_max_concurrent_calls``), with
-  botocore's timeouts (5 s to connect, 20 s to read); the proxy of the endpoint's scheme
-  (``settings.https_proxy``/``http_proxy``, the standard variables) applies unless
+  botocore's timeouts (5 s to connect, 20 s to read; ``timeout`` replaces them: tests on
+  fast-forwarded loops give none, since loop time jumps ahead while real I/O is in flight); the
+  proxy of the endpoint's scheme (``settings.https_proxy``/``http_proxy``, the standard
+  variables) applies unless
   ``settings.no_proxy`` names the endpoint's host (``proxy_for``), decided once per region;
   TLS is verified against the system's certificate authorities. The aiohttp
   session belongs to the event loop that made it; ``close()`` closes it.
@@ -87,6 +89,8 @@ USER_AGENT = f"lambda-rollouts/{__version__} aiohttp/{aiohttp.__version__}"
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+# botocore's: 5 s to connect, 20 s to read.
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=20)
 
 
 @dataclass(frozen=True)
@@ -152,8 +156,10 @@ class LambdaHttpClient:
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
+        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
         self._clients = clients
+        self._timeout = timeout
         self._settings = clients.settings
         self._sleep = sleep
         self._jitter = jitter
@@ -302,7 +308,7 @@ class LambdaHttpClient:
             self._session_loop = loop
             session = self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._settings.aws_max_concurrent_calls),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=20),
+                timeout=self._timeout,
                 headers={"User-Agent": USER_AGENT},
                 skip_auto_headers=("Content-Type",),
                 auto_decompress=False,
