@@ -123,10 +123,13 @@ class AliasWriteRecorder:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def __call__(self, http_response: Any, parsed: Mapping[str, Any], **_: Any) -> None:
-        """``after-call``: the write as the alias now is; then, maybe, the kill."""
+        """``after-call``: for a successful answer, ``written``."""
         # after-call also fires for error answers, just before botocore raises them.
-        if http_response.status_code >= 300:
-            return
+        if http_response.status_code < 300:
+            self.written(parsed)
+
+    def written(self, parsed: Mapping[str, Any]) -> None:
+        """The write as the alias now is (``UpdateAlias``'s answer); then, maybe, the kill."""
         alias_arn = str(parsed.get("AliasArn", ""))
         # arn:aws:lambda:<region>:<account>:function:<name>:<alias>
         parts = alias_arn.split(":")
@@ -190,17 +193,10 @@ def install_http(recorder: AliasWriteRecorder) -> None:
             recorder.sent(params)
         answer = await original_call(client, operation, region, role_arn, **params)
         if operation == "UpdateAlias":
-            recorder(Answered(answer["ResponseMetadata"]["HTTPStatusCode"]), answer)
+            recorder.written(answer)  # errors are raised: only successes come back
         return answer
 
     setattr(LambdaHttpClient, "call", call)  # noqa: B010 - as in ``install``
-
-
-@dataclass(frozen=True)
-class Answered:
-    """What ``AliasWriteRecorder`` reads of an HTTP answer (botocore's ``http_response``)."""
-
-    status_code: int
 
 
 def record_status_writes(log_path: str) -> None:

@@ -145,6 +145,13 @@ TARGETS = {
 _job = threading.local()
 
 
+def written_alias(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """What an ``UpdateAlias`` answer says the alias now is: ``v`` (version) and ``w`` (weights)."""
+    routing = answer.get("RoutingConfig") or {}
+    weights = routing.get("AdditionalVersionWeights") or {}
+    return {"v": str(answer.get("FunctionVersion", "")), "w": {str(k): float(v) for k, v in weights.items()}}
+
+
 class CallLog:
     """botocore handlers that log every Lambda call of the process, one JSON line each."""
 
@@ -184,11 +191,7 @@ class CallLog:
         if context.get("scale_tq") is not None:
             record["tq"] = context["scale_tq"]
         if model.name == "UpdateAlias":
-            record["v"] = str(parsed.get("FunctionVersion", ""))
-            routing = parsed.get("RoutingConfig") or {}
-            record["w"] = {
-                str(k): float(v) for k, v in (routing.get("AdditionalVersionWeights") or {}).items()
-            }
+            record |= written_alias(parsed)
         self._write(record)
 
     def after_call_error(self, exception: BaseException, context: dict[str, Any], **_: Any) -> None:
@@ -270,11 +273,7 @@ class CallLog:
                 current.reset(token)
             record["code"] = answer.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if operation == "UpdateAlias":
-                record["v"] = str(answer.get("FunctionVersion", ""))
-                routing = answer.get("RoutingConfig") or {}
-                record["w"] = {
-                    str(k): float(v) for k, v in (routing.get("AdditionalVersionWeights") or {}).items()
-                }
+                record |= written_alias(answer)
             log._finish(record)
             return answer
 

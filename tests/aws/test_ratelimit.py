@@ -45,6 +45,20 @@ class FakeClock:
             self._now += seconds
 
 
+class GatedSleeper:
+    """Holds the head of the line (``waiting`` is set) until ``release`` is set, then sleeps on ``clock``."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.waiting = threading.Event()
+        self.release = threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        self.waiting.set()
+        assert self.release.wait(5)
+        self.clock.sleep(seconds)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -103,23 +117,16 @@ def test_a_bucket_needs_a_positive_rate_and_burst() -> None:
 
 
 def test_a_waiting_thread_blocks_until_its_token_is_due(clock: FakeClock) -> None:
-    waiting = threading.Event()
-    release = threading.Event()
-
-    def sleeper(seconds: float) -> None:
-        waiting.set()
-        assert release.wait(5)
-        clock.sleep(seconds)
-
-    bucket = TokenBucket(rate=2, burst=1, clock=clock, sleeper=sleeper)
+    gate = GatedSleeper(clock)
+    bucket = TokenBucket(rate=2, burst=1, clock=clock, sleeper=gate.sleep)
     bucket.acquire()
     done = threading.Event()
     worker = threading.Thread(target=lambda: (bucket.acquire(), done.set()))
     worker.start()
 
-    assert waiting.wait(5)
+    assert gate.waiting.wait(5)
     assert not done.wait(0.05), "no token is due before the sleeper returns"
-    release.set()
+    gate.release.set()
     worker.join(5)
     assert done.is_set()
     assert clock() == pytest.approx(0.5)
@@ -149,13 +156,8 @@ def test_threads_are_served_one_token_per_interval_in_arrival_order(clock: FakeC
 
 
 def test_callers_are_served_in_the_order_they_came(clock: FakeClock) -> None:
-    release = threading.Event()
-
-    def sleeper(seconds: float) -> None:
-        assert release.wait(5)
-        clock.sleep(seconds)
-
-    bucket = TokenBucket(rate=1, burst=1, clock=clock, sleeper=sleeper)
+    gate = GatedSleeper(clock)
+    bucket = TokenBucket(rate=1, burst=1, clock=clock, sleeper=gate.sleep)
     bucket.acquire()
     served: list[str] = []
     threads = []
@@ -164,7 +166,7 @@ def test_callers_are_served_in_the_order_they_came(clock: FakeClock) -> None:
         thread.start()
         threads.append(thread)
         time.sleep(0.05)  # so that each one is in line before the next comes
-    release.set()
+    gate.release.set()
     for thread in threads:
         thread.join(5)
 
@@ -182,13 +184,8 @@ def test_try_acquire_takes_a_free_token_and_never_waits(clock: FakeClock) -> Non
 
 
 def test_try_acquire_does_not_jump_the_line(clock: FakeClock) -> None:
-    release = threading.Event()
-
-    def sleeper(seconds: float) -> None:
-        assert release.wait(5)
-        clock.sleep(seconds)
-
-    bucket = TokenBucket(rate=1, burst=2, clock=clock, sleeper=sleeper)
+    gate = GatedSleeper(clock)
+    bucket = TokenBucket(rate=1, burst=2, clock=clock, sleeper=gate.sleep)
     bucket.acquire()
     bucket.acquire()
     waiting = threading.Thread(target=bucket.acquire)
@@ -196,7 +193,7 @@ def test_try_acquire_does_not_jump_the_line(clock: FakeClock) -> None:
     time.sleep(0.05)  # in line, waiting for the next token
     clock.sleep(5)  # tokens are due, but the caller in line comes first
     assert not bucket.try_acquire()
-    release.set()
+    gate.release.set()
     waiting.join(5)
     assert bucket.try_acquire(), "the line is empty again, and tokens are left"
 

@@ -162,15 +162,8 @@ class FaultInjector:
 
         def before_send(request: AWSPreparedRequest, event_name: str, **_: Any) -> AWSResponse | None:
             operation = event_name.rpartition(".")[2]
-            fault = self.decide(service_name, operation)
-            if fault is None:
-                return None
-            if fault.kind is FaultKind.CONNECTION_RESET:
-                raise ConnectionClosedError(endpoint_url=request.url)
-            if fault.kind is FaultKind.READ_TIMEOUT:
-                raise ReadTimeoutError(endpoint_url=request.url)
-            answer = _http_fault(fault, service_name, operation)
-            return _response(request.url, answer, protocol, query_compatible)
+            answer = self._http_answer(service_name, operation, request.url)
+            return None if answer is None else _response(request.url, answer, protocol, query_compatible)
 
         # botocore-stubs types event handlers as returning None; before-send ones may answer.
         client.meta.events.register_first("before-send", cast(Callable[..., None], before_send))
@@ -179,18 +172,23 @@ class FaultInjector:
         """The same, for an attempt of a client that does not use botocore (``LambdaHttpClient``)."""
         if attempt.service not in self.services:
             return None
-        fault = self.decide(attempt.service, attempt.operation)
+        answer = self._http_answer(attempt.service, attempt.operation, attempt.url)
+        if answer is None:
+            return None
+        # Only Lambda's REST-JSON API is served without botocore.
+        response = _response(attempt.url, answer, "rest-json", query_compatible=False)
+        return HttpAnswer(response.status_code, dict(response.headers.items()), response.content)
+
+    def _http_answer(self, service: str, operation: str, url: str) -> _HttpFault | None:
+        """Decide one attempt: None to send it, the HTTP fault to answer, or raise a network fault."""
+        fault = self.decide(service, operation)
         if fault is None:
             return None
         if fault.kind is FaultKind.CONNECTION_RESET:
-            raise ConnectionClosedError(endpoint_url=attempt.url)
+            raise ConnectionClosedError(endpoint_url=url)
         if fault.kind is FaultKind.READ_TIMEOUT:
-            raise ReadTimeoutError(endpoint_url=attempt.url)
-        # Only Lambda's REST-JSON API is served without botocore.
-        response = _response(
-            attempt.url, _http_fault(fault, attempt.service, attempt.operation), "rest-json", False
-        )
-        return HttpAnswer(response.status_code, dict(response.headers.items()), response.content)
+            raise ReadTimeoutError(endpoint_url=url)
+        return _http_fault(fault, service, operation)
 
     def install(self, clients: AwsClients) -> None:
         """Inject into every client of ``clients``, present and future, botocore's or not."""

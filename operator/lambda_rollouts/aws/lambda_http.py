@@ -35,8 +35,7 @@ Contract:
   event loop. botocore's retry quota has no counterpart: the shared token bucket already keeps
   retries from stampeding, and the attempts are capped. Conflicts (409, 412) are never retried.
 - Connections are kept alive and shared (at most ``settings.aws_max_concurrent_calls``), with
-  botocore's timeouts (5 s to connect, 20 s to read; ``timeout`` replaces them: tests on
-  fast-forwarded loops give none, since loop time jumps ahead while real I/O is in flight); the
+  botocore's timeouts (5 s to connect, 20 s to read); the
   proxy of the endpoint's scheme (``settings.https_proxy``/``http_proxy``, the standard
   variables) applies unless
   ``settings.no_proxy`` names the endpoint's host (``proxy_for``), decided once per region;
@@ -51,6 +50,7 @@ import json
 import logging
 import random
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,8 +89,10 @@ USER_AGENT = f"lambda-rollouts/{__version__} aiohttp/{aiohttp.__version__}"
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+# Python's NO_PROXY matching (typeshed does not list it).
+_proxy_bypass: Callable[..., bool] = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009
 # botocore's: 5 s to connect, 20 s to read.
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=20)
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=20)
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,6 @@ class HttpAttempt:
     method: str
     url: str
     attempt: int
-    # Shared by the attempts of one call: for an interceptor's own bookkeeping.
-    context: dict[str, Any] = field(default_factory=dict)
 
 
 # May answer an attempt instead of the network (an ``HttpAnswer``), or raise botocore's
@@ -156,10 +156,8 @@ class LambdaHttpClient:
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
-        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
         self._clients = clients
-        self._timeout = timeout
         self._settings = clients.settings
         self._sleep = sleep
         self._jitter = jitter
@@ -210,14 +208,13 @@ class LambdaHttpClient:
         url = str(described.endpoint.with_path(request.path, encoded=True))
         if request.query:
             url += "?" + request.query_string
-        context: dict[str, Any] = {}
         max_attempts = max(1, self._settings.aws_max_attempts)
         for attempt in range(1, max_attempts + 1):
             await self._clients.pace(SERVICE, region, role_arn, operation)
             credentials = await self._signing_credentials(role_arn, region)
             try:
                 answer = await self._attempt(
-                    HttpAttempt(SERVICE, operation, params, rest.method, url, attempt, context),
+                    HttpAttempt(SERVICE, operation, params, rest.method, url, attempt),
                     request,
                     credentials,
                     described,
@@ -308,7 +305,7 @@ class LambdaHttpClient:
             self._session_loop = loop
             session = self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._settings.aws_max_concurrent_calls),
-                timeout=self._timeout,
+                timeout=TIMEOUT,
                 headers={"User-Agent": USER_AGENT},
                 skip_auto_headers=("Content-Type",),
                 auto_decompress=False,
@@ -321,21 +318,13 @@ def proxy_for(endpoint: URL, settings: Settings) -> str | None:
     proxy = settings.https_proxy if endpoint.scheme == "https" else settings.http_proxy
     if not proxy or not endpoint.host:
         return None
-    if settings.no_proxy and _bypassed(endpoint.host, settings.no_proxy):
+    # urllib's rule, as boto3 applies it: "*", or the host (with or without its port) or a parent
+    # domain; host and port are given, so "host:port" entries match too.
+    if settings.no_proxy and _proxy_bypass(
+        f"{endpoint.host}:{endpoint.port}", proxies={"no": settings.no_proxy}
+    ):
         return None
     return proxy
-
-
-def _bypassed(host: str, no_proxy: str) -> bool:
-    """NO_PROXY's rule, as Python's urllib applies it: "*", or the host or one of its parent domains."""
-    host = host.lower()
-    for entry in (part.strip().lower() for part in no_proxy.split(",")):
-        if entry == "*":
-            return True
-        name = entry.lstrip(".").rsplit(":", 1)[0] if entry.count(":") == 1 else entry.lstrip(".")
-        if name and (host == name or host.endswith("." + name)):
-            return True
-    return False
 
 
 def _rest_operation(model: OperationModel) -> _RestOperation:

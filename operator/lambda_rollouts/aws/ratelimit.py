@@ -242,9 +242,7 @@ class RateLimiter:
 
         Returns 0 at once when the service or the operation is not paced.
         """
-        if operation in UNPACED_OPERATIONS.get(service, frozenset()):
-            return 0.0
-        bucket = self.bucket(account, region, service)
+        bucket = self._bucket_for(account, region, service, operation)
         if bucket is None:
             return 0.0
         waited = bucket.acquire()
@@ -257,15 +255,19 @@ class RateLimiter:
         True at once when the service or the operation is not paced. False leaves the caller's
         place to ``acquire``, which waits in line behind the callers already waiting.
         """
-        if operation in UNPACED_OPERATIONS.get(service, frozenset()):
-            return True
-        bucket = self.bucket(account, region, service)
+        bucket = self._bucket_for(account, region, service, operation)
         if bucket is None:
             return True
         if not bucket.try_acquire():
             return False
         self._granted((account, region, service), 0.0)
         return True
+
+    def _bucket_for(self, account: str, region: str, service: str, operation: str) -> TokenBucket | None:
+        """The bucket an attempt of ``operation`` takes its token from; None when it is not paced."""
+        if operation in UNPACED_OPERATIONS.get(service, frozenset()):
+            return None
+        return self.bucket(account, region, service)
 
     def _granted(self, key: BucketKey, waited: float) -> None:
         with self._lock:
