@@ -303,8 +303,9 @@ class OperatorStats:
     of a 50 ms timer on the event loop over that second (how long ready callbacks waited), and the
     operator's Kubernetes API requests so far by kind (cumulative). Installs these patches, none in
     the package: an event loop policy (to reach the loop ``asyncio.run`` makes),
-    ``asyncio.to_thread`` (to stamp each job's submission, read by ``CallLog``) and
-    ``aiohttp.ClientSession._request``.
+    ``asyncio.to_thread`` (to stamp each job's submission, read by ``CallLog``),
+    ``aiohttp.ClientSession._request`` (Kopf's requests) and ``HttpClient.request`` (the
+    operator's own: status writes, Events).
     """
 
     TICK = 0.05
@@ -342,6 +343,16 @@ class OperatorStats:
             return await original_request(session, method, url, *args, **kwargs)
 
         setattr(aiohttp.ClientSession, "_request", request)  # noqa: B010
+
+        from lambda_rollouts.httpclient import HttpClient
+
+        original_send = HttpClient.request
+
+        async def send(client: HttpClient, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            stats.count(method, url, None)
+            return await original_send(client, method, url, *args, **kwargs)
+
+        setattr(HttpClient, "request", send)  # noqa: B010
 
         class Policy(asyncio.DefaultEventLoopPolicy):
             def new_event_loop(self) -> asyncio.AbstractEventLoop:

@@ -34,7 +34,7 @@ import kopf
 
 from lambda_rollouts.errors import LambdaRolloutsError
 from lambda_rollouts.hooks import HookDispatcher
-from lambda_rollouts.kube import ApiConnection, HttpStatusWriter, StatusWriter
+from lambda_rollouts.kube import ApiConnection, EventAbout, HttpStatusWriter, StatusWriter
 from lambda_rollouts.model import ACTION_ANNOTATION, GROUP, PLURAL, VERSION
 from lambda_rollouts.peering import random_priority
 from lambda_rollouts.planner import Event
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from lambda_rollouts.aws.clients import CallObserver, SessionFactory
 
 FINALIZER = f"{GROUP}/finalizer"
+# How long a stopping operator waits for the Events still being posted.
+_EVENTS_GRACE_SECONDS = 5.0
 WAKE_HANDLER_ID = "wake-on-change"
 
 logger = logging.getLogger(__name__)
@@ -100,12 +102,35 @@ class Wiring:
     on_fatal: Callable[[str], None] = lambda message: None
 
 
-class KopfEventSink:
-    def __init__(self, body: kopf.Body) -> None:
-        self._body = body
+class KubeEventSink:
+    """Posts a rollout's Events through the status writer, each in the background.
+
+    A pass never waits for its Events (an API server slow to take them must not stretch the
+    steps); a failed post is logged, as Events are auxiliary. ``pending`` holds the posts under
+    way, for the operator to finish them when it stops.
+    """
+
+    def __init__(self, writer: StatusWriter, about: EventAbout, pending: set[asyncio.Task[None]]) -> None:
+        self._writer = writer
+        self._about = about
+        self._pending = pending
 
     def post(self, event: Event) -> None:
-        kopf.event(self._body, type=event.type.value, reason=event.reason.value, message=event.message)
+        task = asyncio.get_running_loop().create_task(self._post(event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _post(self, event: Event) -> None:
+        try:
+            await self._writer.post_event(self._about, event.type.value, event.reason.value, event.message)
+        except LambdaRolloutsError as exc:
+            logger.warning(
+                "rollout %s/%s: Event %s not posted: %s",
+                self._about.namespace,
+                self._about.name,
+                event.reason.value,
+                exc.message,
+            )
 
 
 def _to_api_connection(info: kopf.ConnectionInfo) -> ApiConnection:
@@ -157,8 +182,18 @@ class _OperatorState:
         self._service: RolloutService | None = None
         self._writer: StatusWriter | None = None
         self._backends: Backends | None = None
+        self._events_pending: set[asyncio.Task[None]] = set()
+
+    def event_sink(self, body: kopf.Body, namespace: str | None, name: str) -> KubeEventSink:
+        self.service()
+        assert self._writer is not None
+        about = EventAbout(namespace or "", name, body.metadata.uid)
+        return KubeEventSink(self._writer, about, self._events_pending)
 
     async def close(self) -> None:
+        if self._events_pending:
+            # Events of the last passes: given a moment, never waited for long.
+            await asyncio.wait(list(self._events_pending), timeout=_EVENTS_GRACE_SECONDS)
         if self._writer is not None:
             await self._writer.close()
         if self._backends is not None:
@@ -246,7 +281,11 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
         wakeup: asyncio.Event = memo.setdefault("wakeup", asyncio.Event())
         try:
             await state.service().run(
-                RolloutRef(namespace or "", name), lambda: _snapshot(body), KopfEventSink(body), wakeup, stop
+                RolloutRef(namespace or "", name),
+                lambda: _snapshot(body),
+                state.event_sink(body, namespace, name),
+                wakeup,
+                stop,
             )
         finally:
             bridge.cancel()
@@ -257,7 +296,7 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
     async def finalize(body: kopf.Body, namespace: str | None, name: str, retry: int, **_: Any) -> None:
         try:
             await state.service().finalize(
-                RolloutRef(namespace or "", name), _snapshot(body), KopfEventSink(body)
+                RolloutRef(namespace or "", name), _snapshot(body), state.event_sink(body, namespace, name)
             )
         except LambdaRolloutsError as exc:
             delay = min(

@@ -74,6 +74,9 @@ _ACTION_RETRY = 5.0
 # A pass asks at most: verify, a hook, a measurement, another hook (promotion), then decides.
 _MAX_QUESTIONS = 6
 
+# Statuses a loop remembers having replaced (LoopMemory.superseded).
+_MAX_SUPERSEDED = 16
+
 
 class LoopClock:
     """Wall time that advances with the running event loop's clock (fast-forwardable in tests)."""
@@ -126,8 +129,13 @@ class EventSink(Protocol):
 class LoopMemory:
     """What one rollout's loop remembers between passes, to save reads and to ignore stale bodies.
 
-    The body a watch delivers can lag behind our own status write; a status still equal to the one
-    we read before writing is that lag, and the status we wrote is the truth.
+    The body a watch delivers can lag behind our own status writes, by more than one when passes
+    follow each other faster than the watch (Kopf batches an object's events for 0.1 s): a pass
+    that promotes right after the last step, then runs its hook, writes three statuses in a few
+    milliseconds. A status equal to one this loop has since replaced (``superseded``: read before
+    a write, or written ahead and written over) is that lag, and the last status we wrote is the
+    truth; once the watch delivers that one, the history is dropped. Any other status is news (an
+    older operator's write, a restore) and is taken as it is.
 
     ``known_alias`` is the alias as the last pass read it or left it (a write answers with the alias
     as stored), ``alias_seen_at`` when AWS last said so. ``run`` forgets it before a pass the plan
@@ -138,7 +146,7 @@ class LoopMemory:
     overwritten, and the alias is read again at once.
     """
 
-    status_read: dict[str, Any] | None = None
+    superseded: list[dict[str, Any]] = field(default_factory=list)
     status_written: dict[str, Any] | None = None
     known_alias: AliasState | None = None
     alias_seen_at: datetime | None = None
@@ -155,9 +163,23 @@ class LoopMemory:
         return alias if (now - self.alias_seen_at).total_seconds() < max_age_seconds else None
 
     def current_status(self, raw_status: dict[str, Any]) -> dict[str, Any]:
-        if self.status_written is not None and raw_status == self.status_read:
+        if self.status_written is None:
+            return raw_status
+        if raw_status == self.status_written:
+            self.superseded.clear()  # the watch has caught up
+            return raw_status
+        if raw_status in self.superseded:
             return self.status_written
         return raw_status
+
+    def wrote(self, replaced: dict[str, Any], status: dict[str, Any]) -> None:
+        """``status`` is stored now, over ``replaced`` (and over what was written before it)."""
+        for old in (replaced, self.status_written):
+            if old is not None and old != status and old not in self.superseded:
+                self.superseded.append(old)
+        # Bounded: the watch is never that far behind; the oldest are the least likely to come.
+        del self.superseded[:-_MAX_SUPERSEDED]
+        self.status_written = status
 
 
 @dataclass(frozen=True)
@@ -243,7 +265,7 @@ class RolloutService:
         if new_status != memory.pass_status:
             await self._writer.write_status(ref.namespace, ref.name, new_status, memory.pass_status)
         if new_status != raw_status:
-            memory.status_read, memory.status_written = raw_status, new_status
+            memory.wrote(raw_status, new_status)
         for event in plan.events:
             events.post(event)
         self._observer.reconciled(ref, plan, time.monotonic() - started)
@@ -353,6 +375,7 @@ class RolloutService:
     async def _write_ahead(self, ref: RolloutRef, plan: planner.Plan, memory: LoopMemory) -> None:
         ahead = plan.status.to_wire()
         await self._writer.write_status(ref.namespace, ref.name, ahead, memory.pass_status)
+        memory.wrote(memory.pass_status, ahead)
         memory.pass_status = ahead
 
     async def _resolve_version(

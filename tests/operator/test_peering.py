@@ -42,7 +42,7 @@ from kopf._core.engines import peering as kopf_peering
 from lambda_rollouts.aws.fake import FakeLambda
 from lambda_rollouts.cli import main
 from lambda_rollouts.handlers import Wiring, build_registry, configure_peering
-from lambda_rollouts.kube import ApiConnection, HttpStatusWriter, StatusWriter
+from lambda_rollouts.kube import ApiConnection, EventAbout, HttpStatusWriter, StatusWriter
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.peering import (
     CLUSTER_PEERING_PLURAL,
@@ -141,6 +141,10 @@ class AttributedWriter:
     async def take_annotation(self, namespace: str, name: str, key: str, value: str) -> bool:
         self.ledger.record(self.replica, "status")
         return await self.inner.take_annotation(namespace, name, key, value)
+
+    async def post_event(self, about: EventAbout, type: str, reason: str, message: str) -> None:
+        self.ledger.record(self.replica, "event")
+        await self.inner.post_event(about, type, reason, message)
 
     async def close(self) -> None:
         await self.inner.close()

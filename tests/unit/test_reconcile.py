@@ -262,3 +262,28 @@ async def test_a_rollback_whose_write_fails_stays_rolled_back_and_is_sent_again(
     assert final["canaryWeight"] == 0.0
     # Acknowledged once, as applied: the abort is not asked again of the rolled-back rollout.
     assert (final["lastAction"]["id"], final["lastAction"]["result"]) == ("a1", "Applied")
+
+
+async def test_a_watch_several_writes_behind_is_taken_for_lag(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter
+) -> None:
+    # Steps with no pause between them: the passes follow each other faster than the watch, which
+    # still delivers the body as it was before the first write, then the one after the first.
+    strategy = {"canary": {"steps": [{"setWeight": 10}, {"setWeight": 50}]}}
+    body = rollout(strategy=strategy)
+    memory = LoopMemory()
+    first = await service.reconcile(REF, body, Events(), memory)
+    after_first = writer.writes[-1][2]
+    second = await service.reconcile(REF, body, Events(), memory)
+    third = await service.reconcile(REF, body, Events(), memory)
+    late = await service.reconcile(REF, body | {"status": after_first}, Events(), memory)
+    assert (first.requeue_after, second.requeue_after) == (0.0, 0.0)
+    assert [dict(write.routing) for write in aws.writes] == [{"2": 10.0}, {"2": 50.0}, {}]
+    assert aws.writes[-1].primary == "2"
+    assert (third.status.phase, late.status.phase) == ("Healthy", "Healthy")
+    assert [status["phase"] for _, _, status in writer.writes] == ["Progressing", "Progressing", "Healthy"]
+    # Once the watch delivers the last write, it is the truth again, and stays so.
+    caught_up = await service.reconcile(REF, body | {"status": writer.writes[-1][2]}, Events(), memory)
+    assert caught_up.status.phase == "Healthy"
+    assert memory.superseded == []
+    assert len(aws.writes) == 3
