@@ -8,8 +8,8 @@ after the other, with each client:
 
 - boto3: a client built as ``AwsClients`` builds its clients (``default_client_config``), called
   in this thread (the operator calls it in a worker thread, which costs a hand-off more);
-- http: ``LambdaHttpClient`` (aiohttp, SigV4 of its own), the operator's transport for Lambda's
-  alias and version calls, awaited on an event loop in this thread.
+- http: ``LambdaHttpClient`` (``httpclient.HttpClient``, SigV4 of its own), the operator's
+  transport for Lambda's alias and version calls, awaited on an event loop in this thread.
 
 Prints the CPU time of this thread per call (``time.thread_time``: the emulator's work is in the
 other process; the event loop runs in this thread), the wall time per call, the ratio of the two

@@ -947,9 +947,10 @@ SAMPLE_BUCKETS: tuple[tuple[str, str], ...] = (
     ("boto3: parsing the answer", "_do_get_response"),
     ("boto3: the rest of a call", "_make_api_call"),
     ("AWS: SigV4 signing", "lambda_rollouts/aws/sigv4.py"),
-    ("AWS: Lambda calls over HTTP (their aiohttp work included)", "lambda_rollouts/aws/lambda_http.py"),
+    ("AWS: Lambda calls over HTTP (their HTTP client work included)", "lambda_rollouts/aws/lambda_http.py"),
     ("AWS adapter (clients, pacing)", "lambda_rollouts/aws/"),
     ("worker-thread hand-off", "concurrent/futures/thread.py"),
+    ("Events (posted by the operator)", "HttpStatusWriter.post_event"),
     ("status writes", "HttpStatusWriter"),
     ("planner", "lambda_rollouts/planner.py"),
     ("the rollout loop (reconcile)", "lambda_rollouts/reconcile.py"),
@@ -957,13 +958,21 @@ SAMPLE_BUCKETS: tuple[tuple[str, str], ...] = (
     ("Kopf: processing watch events", "process_resource_event"),
     ("Kopf: watch stream", "watching.py"),
     ("Kopf: queueing", "queueing.py"),
-    ("aiohttp (Kubernetes requests)", "aiohttp/"),
+    ("aiohttp (Kopf's Kubernetes requests)", "aiohttp/"),
+    ("HTTP client (the operator's requests)", "lambda_rollouts/httpclient.py"),
     ("asyncio event loop", "asyncio/"),
     ("threads: start-up, idle pool", "threading.py"),
 )
 
 
-GENERIC_BUCKETS = frozenset({"asyncio event loop", "aiohttp (Kubernetes requests)", "worker-thread hand-off"})
+GENERIC_BUCKETS = frozenset(
+    {
+        "asyncio event loop",
+        "aiohttp (Kopf's Kubernetes requests)",
+        "HTTP client (the operator's requests)",
+        "worker-thread hand-off",
+    }
+)
 
 
 def summarize_samples(path: Path) -> str:

@@ -45,6 +45,7 @@ from lambda_rollouts.reconcile import (
     ReconcileObserver,
     RolloutRef,
     RolloutService,
+    Wakeup,
 )
 from lambda_rollouts.settings import Settings
 
@@ -267,7 +268,7 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
         if memo.get("seen_generation") != generation or (action and memo.get("seen_action") != action):
             memo["seen_generation"] = generation
             memo["seen_action"] = action
-            memo.setdefault("wakeup", asyncio.Event()).set()
+            memo.setdefault("wakeup", Wakeup()).set()
         elif not action:
             # Taken by the operator: the same request made again later is a new one.
             memo["seen_action"] = None
@@ -277,8 +278,8 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
         body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, namespace: str | None, name: str, **_: Any
     ) -> None:
         stop = asyncio.Event()
-        bridge = asyncio.create_task(_set_when_stopped(stopped, stop))
-        wakeup: asyncio.Event = memo.setdefault("wakeup", asyncio.Event())
+        wakeup: Wakeup = memo.setdefault("wakeup", Wakeup())
+        bridge = asyncio.create_task(_set_when_stopped(stopped, stop, wakeup))
         try:
             await state.service().run(
                 RolloutRef(namespace or "", name),
@@ -420,6 +421,7 @@ def _login_failed(wiring: Wiring, message: str) -> kopf.PermanentError:
     return kopf.PermanentError(message)
 
 
-async def _set_when_stopped(stopped: kopf.DaemonStopped, stop: asyncio.Event) -> None:
+async def _set_when_stopped(stopped: kopf.DaemonStopped, stop: asyncio.Event, wakeup: Wakeup) -> None:
     await stopped.wait()
     stop.set()
+    wakeup.set()

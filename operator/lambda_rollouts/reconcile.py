@@ -26,7 +26,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -123,6 +122,47 @@ class _NoObserver:
 
 class EventSink(Protocol):
     def post(self, event: planner.Event) -> None: ...
+
+
+class Wakeup:
+    """What a rollout's loop sleeps on: set by a spec change, an action or a stop.
+
+    ``sleep(seconds)`` returns after ``seconds``, or as soon as the flag is set (at once if it is
+    set already), with one future and one timer: a loop sleeps between every two passes, and
+    ``asyncio.wait`` over two events made two tasks and more callbacks each time. One loop sleeps
+    on it at a time.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+        self._sleeper: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        _resolve(self._sleeper)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def sleep(self, seconds: float) -> None:
+        if self._set:
+            return
+        loop = asyncio.get_running_loop()
+        sleeper = self._sleeper = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, sleeper)
+        try:
+            await sleeper
+        finally:
+            timer.cancel()
+            self._sleeper = None
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 @dataclass
@@ -515,10 +555,13 @@ class RolloutService:
         ref: RolloutRef,
         read_body: Callable[[], Mapping[str, Any]],
         events: EventSink,
-        wakeup: asyncio.Event,
+        wakeup: Wakeup,
         stop: asyncio.Event,
     ) -> None:
-        """Drive one rollout until ``stop`` is set or the rollout disappears."""
+        """Drive one rollout until ``stop`` is set or the rollout disappears.
+
+        Whoever sets ``stop`` sets ``wakeup`` too, so that a sleeping loop notices at once.
+        """
         memory = LoopMemory()
         failures = 0
         drift_interval = self._settings.drift_check_interval_seconds
@@ -545,8 +588,8 @@ class RolloutService:
                 failures = 0
                 if plan.requeue_after is not None and plan.requeue_after < drift_interval:
                     delay, planned = plan.requeue_after, True
-            if delay > 0:
-                await _sleep_until_woken(delay, wakeup, stop)
+            if delay > 0 and not stop.is_set():
+                await wakeup.sleep(delay)
 
     async def finalize(self, ref: RolloutRef, body: Mapping[str, Any], events: EventSink) -> None:
         """Before the rollout goes: send all traffic back to stable if it is deleted mid-shift."""
@@ -593,14 +636,3 @@ def _with_status(plan: planner.Plan, status: RolloutStatus) -> planner.Plan:
         events=plan.events,
         verify=plan.verify,
     )
-
-
-async def _sleep_until_woken(seconds: float, wakeup: asyncio.Event, stop: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter

@@ -395,7 +395,7 @@ def test_the_cluster_role_grants_exactly_what_the_operator_uses(rendered: list[d
         {"apiGroups": [group], "resources": [plural], "verbs": ["get", "list", "watch", "patch"]},
         # The status writer's merge patch on the status subresource.
         {"apiGroups": [group], "resources": [f"{plural}/status"], "verbs": ["get", "patch", "update"]},
-        # kopf.event posts core v1 Events.
+        # The operator posts core v1 Events (Kopf too, for its own log lines about a rollout).
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         # Kopf's peering lists and watches every ClusterKopfPeering (it filters by name itself) ...
         {"apiGroups": [PEERING_GROUP], "resources": [CLUSTER_PEERING_PLURAL], "verbs": ["list", "watch"]},

@@ -212,6 +212,19 @@ async def test_every_transition_posts_an_event(
     ]
     reasons = [reason for reason, _ in events]
     assert reasons == ["Progressing", "WeightSet", "StepCompleted", "WeightSet", "StepCompleted", "Succeeded"]
+    # As kubectl describe shows them: from the operator, about this very rollout.
+    rollout_uid = ((await api.get("checkout")) or {})["metadata"]["uid"]
+    first = next(event for event in posted if event["reason"] == "Progressing")
+    assert first["involvedObject"] == {
+        "apiVersion": "lambda.rollouts.dev/v1alpha1",
+        "kind": "LambdaRollout",
+        "name": "checkout",
+        "namespace": "default",
+        "uid": rollout_uid,
+    }
+    assert first["source"] == {"component": "lambda-rollouts"}
+    assert first["count"] == 1
+    assert first["message"] == "rolling out version 2 over version 1"
 
 
 async def test_kopf_writes_nothing_to_a_rollout_but_its_finalizer(

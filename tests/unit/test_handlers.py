@@ -1,12 +1,18 @@
-"""Kopf glue details: the wake-up handler's log line, and the worker threads of AWS calls."""
+"""Kopf glue details: the wake-up handler's log line, the worker threads of AWS calls, Events."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
-from lambda_rollouts.handlers import build_registry, quiet_wake_handler_logs
+from lambda_rollouts.errors import KubernetesError
+from lambda_rollouts.handlers import KubeEventSink, build_registry, quiet_wake_handler_logs
+from lambda_rollouts.kube import EventAbout, RecordingStatusWriter, event_body
+from lambda_rollouts.model import EventType, Reason
+from lambda_rollouts.planner import Event
 
 
 def test_the_wake_handler_success_line_is_dropped_and_everything_else_kept(
@@ -40,3 +46,66 @@ async def test_aws_calls_get_as_many_worker_threads_as_the_settings_say() -> Non
     # at once (asyncio's own default on two CPUs runs six).
     barrier = threading.Barrier(12, timeout=10)
     await asyncio.gather(*(asyncio.to_thread(barrier.wait) for _ in range(12)))
+
+
+class FlakyWriter(RecordingStatusWriter):
+    """Takes Events except those whose reason is in ``refused``."""
+
+    def __init__(self, refused: set[str]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def post_event(self, about: EventAbout, type: str, reason: str, message: str) -> None:
+        if reason in self.refused:
+            raise KubernetesError("posting an Event failed with HTTP 500: etcd is sad")
+        await super().post_event(about, type, reason, message)
+
+
+async def test_events_are_posted_in_the_background_and_a_failed_one_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = FlakyWriter(refused={Reason.WEIGHT_SET.value})
+    pending: set[asyncio.Task[None]] = set()
+    about = EventAbout("team-a", "checkout", "uid-1")
+    sink = KubeEventSink(writer, about, pending)
+    with caplog.at_level(logging.WARNING, logger="lambda_rollouts.handlers"):
+        sink.post(Event(EventType.NORMAL, Reason.PROGRESSING, "rolling out version 2 over version 1"))
+        sink.post(Event(EventType.NORMAL, Reason.WEIGHT_SET, "step 1/2: set weight 10% on version 2"))
+        sink.post(Event(EventType.WARNING, Reason.DRIFTED, "alias live was changed"))
+        # Nothing is sent until the caller gives the loop a turn: a pass never waits for Events.
+        assert writer.events == []
+        assert len(pending) == 3
+        await asyncio.gather(*pending)
+    assert [(event[0], event[1], event[2]) for event in writer.events] == [
+        (about, "Normal", "Progressing"),
+        (about, "Warning", "Drifted"),
+    ]
+    assert pending == set()
+    assert [record.getMessage() for record in caplog.records] == [
+        "rollout team-a/checkout: Event WeightSet not posted: "
+        "posting an Event failed with HTTP 500: etcd is sad"
+    ]
+
+
+def test_an_event_is_what_kubectl_shows_and_its_message_is_cut_to_what_the_api_takes() -> None:
+    now = datetime(2026, 11, 26, 20, 15, 7, 123456, tzinfo=UTC)
+    body = event_body(EventAbout("team-a", "checkout", "uid-1"), "Warning", "Drifted", "x" * 2000, now)
+    assert body["metadata"] == {"namespace": "team-a", "generateName": "checkout."}
+    assert body["involvedObject"] == {
+        "apiVersion": "lambda.rollouts.dev/v1alpha1",
+        "kind": "LambdaRollout",
+        "name": "checkout",
+        "namespace": "team-a",
+        "uid": "uid-1",
+    }
+    assert (body["type"], body["reason"], body["count"]) == ("Warning", "Drifted", 1)
+    assert body["source"] == {"component": "lambda-rollouts"}
+    assert body["firstTimestamp"] == body["lastTimestamp"] == "2026-11-26T20:15:07Z"
+    assert len(body["message"]) == 1024
+    assert body["message"].endswith("x...")
+    assert (
+        "uid"
+        not in event_body(EventAbout("team-a", "checkout"), "Normal", "Succeeded", "ok", now)[
+            "involvedObject"
+        ]
+    )

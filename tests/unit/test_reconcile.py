@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from lambda_rollouts.aws.fake import FakeLambda
 from lambda_rollouts.errors import AccessDeniedError, ThrottledError
 from lambda_rollouts.kube import RecordingStatusWriter, status_merge_patch
 from lambda_rollouts.planner import Event
-from lambda_rollouts.reconcile import LoopMemory, RolloutRef, RolloutService
+from lambda_rollouts.reconcile import LoopMemory, RolloutRef, RolloutService, Wakeup
 from lambda_rollouts.settings import Settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -287,3 +288,27 @@ async def test_a_watch_several_writes_behind_is_taken_for_lag(
     assert caught_up.status.phase == "Healthy"
     assert memory.superseded == []
     assert len(aws.writes) == 3
+
+
+@pytest.mark.looptime
+async def test_a_loop_sleeps_until_its_time_or_until_woken() -> None:
+    loop = asyncio.get_running_loop()
+    wakeup = Wakeup()
+    start = loop.time()
+    await wakeup.sleep(30)
+    assert loop.time() - start == pytest.approx(30)
+
+    later = loop.call_later(5, wakeup.set)
+    start = loop.time()
+    await wakeup.sleep(30)
+    assert loop.time() - start == pytest.approx(5)
+    assert wakeup.is_set()
+    later.cancel()
+
+    start = loop.time()
+    await wakeup.sleep(30)  # still set: no sleep at all
+    assert loop.time() == start
+    wakeup.clear()
+    await wakeup.sleep(1)
+    assert loop.time() - start == pytest.approx(1)
+    assert not wakeup.is_set()
