@@ -1150,7 +1150,10 @@ class _Work:
             background is not None and 0 < self.weight < 100 and not isinstance(current, Analyze)
         )
         if background is not None and self.background_active:
-            run = self.background or start_run(None, background, now=self.now)
+            # Its clock starts when the split did (the weight's write, this step's start), not at
+            # the pass after it: a pause as long as the interval ends with a measurement, instead
+            # of a few milliseconds before one, which let a rollout promote unmeasured.
+            run = self.background or start_run(None, background, now=min(self.started, self.now))
             self.background = run
             if self._due(run):
                 readings = self._readings()

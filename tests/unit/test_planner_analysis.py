@@ -76,8 +76,13 @@ def drive(
     hook: Callable[[float, HookPoint], HookAnswer] | None = None,
     run: Run | None = None,
     start: float = 0.0,
+    write_seconds: float = 0.0,
 ) -> Run:
-    """Reconcile at every requeue time until ``until`` seconds, or until nothing is due."""
+    """Reconcile at every requeue time until ``until`` seconds, or until nothing is due.
+
+    ``write_seconds``: how long a pass that writes the alias takes (the write and the status
+    write after it): the next pass starts that much later than its requeue time.
+    """
     run = run or Run()
     read = read or healthy_traffic()
     now = start
@@ -118,7 +123,7 @@ def drive(
             run.phases.append((now, status.phase.value, reason_of(status)))
         if plan.requeue_after is None:
             break
-        now += plan.requeue_after
+        now += plan.requeue_after + (write_seconds if isinstance(plan.action, RouteTraffic) else 0.0)
     return run
 
 
@@ -138,6 +143,27 @@ def test_healthy_background_analysis_measures_every_interval_and_promotes() -> N
     analysis = run.status.analysis
     assert analysis is not None
     assert (analysis.measurements, analysis.successes, analysis.failures) == (5, 5, 0)
+
+
+@pytest.mark.parametrize("write_seconds", [0.0, 0.05])
+def test_a_pause_as_long_as_the_interval_ends_with_a_measurement(write_seconds: float) -> None:
+    # The background analysis starts in the pass after the weight's write; its clock must not,
+    # or the pause ends just before the first measurement and the rollout promotes unmeasured.
+    canary = {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50}]}}
+    spec = make_spec(strategy=canary, analysis=ERROR_RATE)
+    failing = drive(
+        spec, until=3600, read=healthy_traffic(invocations=400, errors=50), write_seconds=write_seconds
+    )
+    assert [at for at, _ in failing.measurements] == [60]
+    assert [(primary, routing) for _, primary, routing in failing.writes] == [("1", {"2": 10.0}), ("1", {})]
+    assert failing.phases[-1][1:] == ("Degraded", "AnalysisFailed")
+    healthy = drive(spec, until=3600, write_seconds=write_seconds)
+    assert [at for at, _ in healthy.measurements] == [60]
+    assert [(primary, routing) for _, primary, routing in healthy.writes] == [
+        ("1", {"2": 10.0}),
+        ("1", {"2": 50.0}),
+        ("2", {}),
+    ]
 
 
 def test_error_rate_over_the_threshold_rolls_back_in_the_pass_that_measured_it() -> None:
