@@ -261,7 +261,7 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
         state.connection = _to_api_connection(info)
         return info
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id=WAKE_HANDLER_ID)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id=WAKE_HANDLER_ID, when=news_for_the_loop)
     async def wake_on_change(body: kopf.Body, memo: Any, **_: Any) -> None:
         generation = body.metadata.get("generation")
         action = body.metadata.annotations.get(ACTION_ANNOTATION)
@@ -419,6 +419,20 @@ def _login_failed(wiring: Wiring, message: str) -> kopf.PermanentError:
     """Tell the caller the operator cannot work at all, and give Kopf the error to stop on."""
     wiring.on_fatal(message)
     return kopf.PermanentError(message)
+
+
+def news_for_the_loop(body: kopf.Body, memo: Any, **_: Any) -> bool:
+    """Whether ``wake_on_change`` has anything to do with this watch event.
+
+    Most events are the operator's own status writes: filtered out here, Kopf does not run the
+    handler for them at all (its invocation, its progress state and its log line cost about as
+    much as the rest of the event's processing).
+    """
+    metadata = body.metadata
+    action = metadata.annotations.get(ACTION_ANNOTATION)
+    if memo.get("seen_generation") != metadata.get("generation"):
+        return True
+    return memo.get("seen_action") != action if action else memo.get("seen_action") is not None
 
 
 async def _set_when_stopped(stopped: kopf.DaemonStopped, stop: asyncio.Event, wakeup: Wakeup) -> None:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
+import kopf
 import pytest
 
 from lambda_rollouts.errors import KubernetesError
-from lambda_rollouts.handlers import KubeEventSink, build_registry, quiet_wake_handler_logs
+from lambda_rollouts.handlers import (
+    KubeEventSink,
+    build_registry,
+    news_for_the_loop,
+    quiet_wake_handler_logs,
+)
 from lambda_rollouts.kube import EventAbout, RecordingStatusWriter, event_body
 from lambda_rollouts.model import EventType, Reason
 from lambda_rollouts.planner import Event
@@ -109,3 +116,22 @@ def test_an_event_is_what_kubectl_shows_and_its_message_is_cut_to_what_the_api_t
             "involvedObject"
         ]
     )
+
+
+@pytest.mark.parametrize(
+    ("memo", "generation", "action", "news"),
+    [
+        ({}, 1, None, True),  # the first event of a rollout
+        ({"seen_generation": 1, "seen_action": None}, 1, None, False),  # a status write
+        ({"seen_generation": 1, "seen_action": None}, 2, None, True),  # a spec change
+        ({"seen_generation": 1, "seen_action": None}, 1, "abort", True),  # an action
+        ({"seen_generation": 1, "seen_action": "abort"}, 1, "abort", False),  # the same, seen
+        ({"seen_generation": 1, "seen_action": "abort"}, 1, None, True),  # taken: forget it
+    ],
+)
+def test_only_spec_changes_and_actions_reach_the_wake_handler(
+    memo: dict[str, Any], generation: int, action: str | None, news: bool
+) -> None:
+    annotations = {"lambda.rollouts.dev/action": action} if action else {}
+    body = kopf.Body({"metadata": {"name": "checkout", "generation": generation, "annotations": annotations}})
+    assert news_for_the_loop(body=body, memo=memo) is news
