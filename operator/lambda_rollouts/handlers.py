@@ -9,6 +9,10 @@ Contract:
   router, status writer and clock to use.
 - One daemon per rollout runs ``RolloutService.run``; a watch-event handler wakes it as soon as
   ``metadata.generation`` changes, so spec changes reach the alias without waiting for a tick.
+  Kopf runs that handler only for events that carry news for the loop (``news_for_the_loop``),
+  not for the operator's own status writes.
+- A rollout's Events are posted by the operator (``KubeEventSink``, through the status writer),
+  in the background, not by ``kopf.event``.
 - The delete handler (behind the finalizer) runs ``RolloutService.finalize``; project errors
   become ``kopf.TemporaryError`` here and nowhere else, so deletion is retried until it is safe.
 - Startup turns on Kopf's cluster-wide peering (``configure_peering``) unless the operator was

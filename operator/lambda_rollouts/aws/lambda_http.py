@@ -3,8 +3,8 @@
 Why: a botocore call costs about 3 ms of CPU in the calling thread (its event hooks, its request
 and header objects, urllib3, its parser), plus the hand-off to and from a worker thread; an
 operator carrying a thousand rollouts spent a third of its CPU there. This client sends the same
-REST-JSON requests, signed with ``lambda_rollouts.aws.sigv4``, over ``lambda_rollouts.httpclient``
-at about a sixth of the cost.
+REST-JSON requests, signed with ``lambda_rollouts.aws.sigv4``, over ``lambda_rollouts.httpclient``,
+at about a third of the cost (``benchmarks/boto_call.py``).
 
 Contract:
 - ``call(operation, region, role_arn, **params)`` sends one Lambda API operation (``GetAlias``,
