@@ -52,6 +52,12 @@ class Server:
             await self.arrived.wait()
         await asyncio.sleep(0.05)
 
+    async def close_after(self, count: int, last_bytes: bytes = b"") -> None:
+        """Once ``count`` requests have come: send ``last_bytes`` on the last one's connection, close it."""
+        await self.requests(count)
+        self.writers[-1].write(last_bytes)
+        self.writers[-1].close()
+
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes]:
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
@@ -155,13 +161,10 @@ async def test_an_answer_until_close_is_read_whole_and_its_connection_not_reused
     server, handle = await _serve(lambda head, body: b"HTTP/1.1 200 OK\r\n\r\nto the ")
     async with handle:
         task = asyncio.ensure_future(client.request("GET", server.url + "/", {}))
-        await server.requests(1)
-        server.writers[0].write(b"end")
-        server.writers[0].close()
+        await server.close_after(1, b"end")
         first = await task
         second = asyncio.ensure_future(client.request("GET", server.url + "/", {}))
-        await server.requests(2)
-        server.writers[1].close()
+        await server.close_after(2)
         assert (await second).body == b"to the "
     assert first.body == b"to the end"
     assert server.connections == 2
@@ -208,8 +211,7 @@ async def test_a_connection_dropped_midway(client: HttpClient) -> None:
     server, handle = await _serve(lambda head, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
     async with handle:
         task = asyncio.ensure_future(client.request("GET", server.url + "/", {}))
-        await server.requests(1)
-        server.writers[0].close()
+        await server.close_after(1)
         with pytest.raises(HttpClosedError):
             await task
 
