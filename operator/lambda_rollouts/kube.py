@@ -41,6 +41,8 @@ from lambda_rollouts.model import GROUP, KIND, PLURAL, VERSION
 EVENT_SOURCE = "lambda-rollouts"
 # As Kopf and client-go cut them: the API refuses longer messages.
 MAX_EVENT_MESSAGE = 1024
+# Connections to the API server kept by the writer.
+_MAX_CONNECTIONS = 100
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,11 @@ class HttpStatusWriter:
     def _http(self) -> HttpClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = HttpClient(ssl_context=self._ssl_context(), read_timeout=self._timeout)
+            # As many connections as aiohttp's default allowed before: status writes and Events
+            # of a thousand rollouts shifted at once share them.
+            self._client = HttpClient(
+                ssl_context=self._ssl_context(), max_connections=_MAX_CONNECTIONS, read_timeout=self._timeout
+            )
             self._client_loop = loop
         return self._client
 
