@@ -241,6 +241,7 @@ class HttpClient:
             self._release(pool, connection, reusable)
 
     async def _acquire(self, origin: _Origin, pool: _Pool) -> _Connection:
+        woken = False
         while True:
             while pool.idle:
                 connection = pool.idle.pop()
@@ -257,13 +258,18 @@ class HttpClient:
                     pool.wake_one()
                     raise
             waiter = asyncio.get_running_loop().create_future()
-            pool.waiters.append(waiter)
+            if woken:
+                # Woken, but a newcomer took the connection first: keep the place in line.
+                pool.waiters.appendleft(waiter)
+            else:
+                pool.waiters.append(waiter)
             try:
                 await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     pool.wake_one()  # woken, then cancelled: pass the turn on
                 raise
+            woken = True
 
     @staticmethod
     def _release(pool: _Pool, connection: _Connection, reusable: bool) -> None:

@@ -256,6 +256,29 @@ async def test_requests_beyond_the_limit_wait_for_a_connection() -> None:
     assert [head.split(" ")[1] for head in server.heads] == ["/0", "/1", "/2", "/3", "/4"]
 
 
+async def test_a_request_woken_for_a_connection_a_newcomer_took_keeps_its_place() -> None:
+    server, handle = await _serve(lambda head, body: OK)
+    http = HttpClient(max_connections=1)
+
+    async def first_then_newcomer() -> None:
+        await http.request("GET", server.url + "/first", {})
+        # In the same step as the release that woke /second: the connection is idle, and taken.
+        await http.request("GET", server.url + "/newcomer", {})
+
+    async def queued(path: str) -> None:
+        await http.request("GET", server.url + path, {})
+
+    async with handle:
+        first = asyncio.ensure_future(first_then_newcomer())
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(queued("/second"))
+        await asyncio.sleep(0)
+        third = asyncio.ensure_future(queued("/third"))
+        await asyncio.gather(first, second, third)
+    await http.close()
+    assert [head.split(" ")[1] for head in server.heads] == ["/first", "/newcomer", "/second", "/third"]
+
+
 async def test_a_cancelled_request_closes_its_connection_and_frees_its_place() -> None:
     server, handle = await _serve(lambda head, body: OK if "/fast" in head else b"")
     http = HttpClient(max_connections=1)
