@@ -80,8 +80,13 @@ class _Origin:
 
     @property
     def authority(self) -> str:
+        """host[:port] as the Host header and a proxy's request line want it (IPv6 in brackets)."""
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        return self.host_literal if self.port == default else f"{self.host_literal}:{self.port}"
+
+    @property
+    def host_literal(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
 
 class _Connection(asyncio.Protocol):
@@ -307,7 +312,7 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         transport, connection = await loop.create_connection(_Connection, host, port)
         try:
-            target = f"{origin.host}:{origin.port}"
+            target = f"{origin.host_literal}:{origin.port}"
             proxy_auth = _proxy_authorization(origin.proxy or "")
             transport.write(
                 f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{proxy_auth}\r\n".encode("latin-1")

@@ -136,6 +136,16 @@ async def test_an_answer_by_length_and_the_connection_kept(client: HttpClient) -
     assert "Content-Length" not in server.heads[1]
 
 
+async def test_an_ipv6_host_is_named_in_brackets(client: HttpClient) -> None:
+    # Through a proxy on 127.0.0.1, so that no IPv6 network is needed to see the request line.
+    proxy, handle = await _serve(lambda head, body: OK)
+    async with handle:
+        answer = await client.request("GET", "http://[fd00::1]:6443/v6", {}, proxy=proxy.url)
+    assert answer.status == 200
+    assert proxy.heads[0].startswith("GET http://[fd00::1]:6443/v6 HTTP/1.1\r\n")
+    assert "Host: [fd00::1]:6443\r\n" in proxy.heads[0]
+
+
 async def test_a_given_host_header_is_not_repeated(client: HttpClient) -> None:
     server, handle = await _serve(lambda head, body: OK)
     async with handle:
