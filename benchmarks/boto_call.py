@@ -13,7 +13,9 @@ after the other, with each client:
 
 Prints the CPU time of this thread per call (``time.thread_time``: the emulator's work is in the
 other process; the event loop runs in this thread), the wall time per call, the ratio of the two
-clients' CPU, and how many TCP connections the calls opened.
+clients' CPU, and how many TCP connections the calls opened. Then the HTTP layer alone: the same
+signed ``GetAlias`` request sent with aiohttp (as the operator did before ``httpclient``) and with
+``HttpClient``, and the ratio of their CPU.
 """
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ import asyncio
 import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import urllib3.util.connection
+from botocore import xform_name
+from yarl import URL
 
 from lambda_rollouts.aws.clients import AwsClients, default_client_config
 from lambda_rollouts.aws.lambda_http import LambdaHttpClient
 from lambda_rollouts.aws.ratelimit import RateLimiter
+from lambda_rollouts.aws.sigv4 import SignedRequest, SigningCredentials, sign
+from lambda_rollouts.httpclient import HttpClient
 from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
 from lambda_rollouts.settings import Settings
 
@@ -57,6 +65,41 @@ def measure(call: Callable[[], object], calls: int) -> tuple[float, float]:
     for _ in range(calls):
         call()
     return 1000 * (time.thread_time() - cpu) / calls, 1000 * (time.perf_counter() - wall) / calls
+
+
+def transports(loop: asyncio.AbstractEventLoop, endpoint: str, calls: int) -> None:
+    """The HTTP layer alone: one signed ``GetAlias`` request over aiohttp and over ``HttpClient``.
+
+    The same bytes each time (signed once: moto does not check signatures), with the timeouts the
+    operator sets, so the rows differ only by the client that sends them and reads the answer.
+    """
+    url = URL(endpoint)
+    path = f"/2015-03-31/functions/{FUNCTION}/aliases/live"
+    request = SignedRequest("GET", f"{url.host}:{url.port}", path)
+    credentials = SigningCredentials("testing", "testing", "testing")
+    headers = sign(request, credentials, region=REGION, service="lambda", now=datetime.now(UTC))
+
+    async def open_clients() -> tuple[aiohttp.ClientSession, HttpClient]:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=20)
+        return aiohttp.ClientSession(timeout=timeout, auto_decompress=False), HttpClient()
+
+    session, client = loop.run_until_complete(open_clients())
+
+    async def over_aiohttp() -> bytes:
+        async with session.get(endpoint + path, headers=headers) as response:
+            return await response.read()
+
+    async def over_httpclient() -> bytes:
+        return (await client.request("GET", endpoint + path, headers)).body
+
+    print(f"\n{'the HTTP layer alone':<26} {'client':<10} {'CPU ms':>7} {'wall ms':>8}")
+    rows = {}
+    for name, send in (("aiohttp", over_aiohttp), ("HttpClient", over_httpclient)):
+        rows[name] = measure(lambda send=send: loop.run_until_complete(send()), calls)
+        print(f"{'GetAlias, signed once':<26} {name:<10} {rows[name][0]:>7.2f} {rows[name][1]:>8.2f}")
+    print(f"{'':<26} aiohttp / HttpClient CPU: {rows['aiohttp'][0] / rows['HttpClient'][0]:.1f}x")
+    loop.run_until_complete(session.close())
+    loop.run_until_complete(client.close())
 
 
 def main() -> None:
@@ -94,7 +137,7 @@ def main() -> None:
 
         print(f"{'call':<26} {'client':<7} {'CPU ms':>7} {'wall ms':>8}")
         for operation, params in PARAMS.items():
-            method = getattr(boto, {"GetAlias": "get_alias"}.get(operation, "get_function_configuration"))
+            method = getattr(boto, xform_name(operation))
             boto_cpu, boto_wall = measure(lambda method=method, params=params: method(**params), args.calls)
             http_cpu, http_wall = measure(on_loop(operation), args.calls)
             print(f"{operation:<26} {'boto3':<7} {boto_cpu:>7.2f} {boto_wall:>8.2f}")
@@ -102,6 +145,7 @@ def main() -> None:
             print(f"{'':<26} {'http':<7} {http_cpu:>7.2f} {http_wall:>8.2f}   boto3 / http: {ratio:.1f}x")
         print(f"TCP connections opened by boto3's {2 * (args.calls + WARM_UP)} calls: {opened[0]}")
         loop.run_until_complete(http.close())
+        transports(loop, endpoint, args.calls)
     finally:
         loop.close()
         stop.set()

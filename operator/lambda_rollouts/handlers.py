@@ -267,30 +267,28 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id=WAKE_HANDLER_ID, when=news_for_the_loop)
     async def wake_on_change(body: kopf.Body, memo: Any, **_: Any) -> None:
+        # Only news reaches here (news_for_the_loop): a spec change or a new action wakes the loop;
+        # an action gone (taken by the operator) is forgotten, so the same request made again
+        # later is a new one.
         generation = body.metadata.get("generation")
         action = body.metadata.annotations.get(ACTION_ANNOTATION)
-        if memo.get("seen_generation") != generation or (action and memo.get("seen_action") != action):
-            memo["seen_generation"] = generation
-            memo["seen_action"] = action
+        wake = memo.get("seen_generation") != generation or action is not None
+        memo["seen_generation"], memo["seen_action"] = generation, action
+        if wake:
             memo.setdefault("wakeup", Wakeup()).set()
-        elif not action:
-            # Taken by the operator: the same request made again later is a new one.
-            memo["seen_action"] = None
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def drive_rollout(
         body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, namespace: str | None, name: str, **_: Any
     ) -> None:
-        stop = asyncio.Event()
         wakeup: Wakeup = memo.setdefault("wakeup", Wakeup())
-        bridge = asyncio.create_task(_set_when_stopped(stopped, stop, wakeup))
+        bridge = asyncio.create_task(_stop_when_stopped(stopped, wakeup))
         try:
             await state.service().run(
                 RolloutRef(namespace or "", name),
                 lambda: _snapshot(body),
                 state.event_sink(body, namespace, name),
                 wakeup,
-                stop,
             )
         finally:
             bridge.cancel()
@@ -439,7 +437,6 @@ def news_for_the_loop(body: kopf.Body, memo: Any, **_: Any) -> bool:
     return memo.get("seen_action") != action if action else memo.get("seen_action") is not None
 
 
-async def _set_when_stopped(stopped: kopf.DaemonStopped, stop: asyncio.Event, wakeup: Wakeup) -> None:
+async def _stop_when_stopped(stopped: kopf.DaemonStopped, wakeup: Wakeup) -> None:
     await stopped.wait()
-    stop.set()
-    wakeup.set()
+    wakeup.stop()

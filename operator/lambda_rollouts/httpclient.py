@@ -1,10 +1,10 @@
 """``HttpClient``: a small HTTP/1.1 client on asyncio's protocols, for the operator's hot paths.
 
 Why: every step of a rollout makes HTTP requests (Lambda's alias calls, the status write, its
-Events). aiohttp spent about 0.8 ms of CPU on each (request and response objects, URL and header
-multidicts, timers rescheduled on every chunk); this client sends the same requests for about
-half that. With it (and the Events posted through it), ``benchmarks/scale.py`` at N = 1,000 went
-from 15.2 to 11.1 ms of operator CPU per step.
+Events). aiohttp spends CPU on request and response objects, URL and header multidicts and
+timers rescheduled on every chunk; ``benchmarks/boto_call.py`` sends the same signed request over
+both, and this client takes 1.4-1.8 times less CPU. With it (and the Events posted through it),
+``benchmarks/scale.py`` at N = 1,000 went from 15.2 to 11.1 ms of operator CPU per step.
 
 Contract:
 - ``await client.request(method, url, headers, body, proxy=None)`` sends one request and returns
@@ -28,8 +28,10 @@ Contract:
   connection: refused, unknown host, TLS handshake, a proxy that refused the tunnel),
   ``HttpTimeoutError`` (no connection within ``connect_timeout`` seconds, or the answer not whole
   within ``read_timeout`` seconds of the request being sent; None: no limit), ``HttpClosedError``
-  (the connection dropped, or the answer could not be read). A request that failed on a reused
-  connection is not sent again: whether it took effect is unknown, so that is the caller's call.
+  (the connection dropped, or the answer could not be read). One case is sent again, once, on a
+  new connection: a kept-alive connection that closed before any byte of an answer (the server
+  dropped it as idle while the request went out), for idempotent methods, or for any method when
+  the caller says ``resend=True`` (``False``: never). Other failures are the caller's call.
 - One client belongs to the event loop that first used it; ``close()`` closes its connections.
 """
 
@@ -44,6 +46,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 _HEAD_END = b"\r\n\r\n"
+# Methods whose request may be sent twice with the effect of once (RFC 9110).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _LINE_END = b"\r\n"
 _MAX_HEAD_BYTES = 64 * 1024
 
@@ -95,6 +99,8 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        # Bytes received over the connection's life: did an answer start coming?
+        self.received = 0
         self.ended = False
         self._waiter: asyncio.Future[None] | None = None
         self._failure: BaseException | None = None
@@ -105,6 +111,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        self.received += len(data)
         self._wake()
 
     def eof_received(self) -> bool:
@@ -197,6 +204,7 @@ class HttpClient:
         body: bytes = b"",
         *,
         proxy: str | None = None,
+        resend: bool | None = None,
     ) -> HttpResponse:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -223,7 +231,24 @@ class HttpClient:
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = _Pool()
-        connection = await self._acquire(origin, pool)
+        connection, reused = await self._acquire(origin, pool, reuse=True)
+        received = connection.received
+        try:
+            return await self._exchange(origin, pool, connection, message, method)
+        except HttpClosedError:
+            if resend is None:
+                resend = method in _IDEMPOTENT
+            if not (reused and resend and connection.received == received):
+                raise
+        # A kept-alive connection the server closed as the request went out, before any byte of
+        # an answer: send it once more, on a new connection.
+        connection, _ = await self._acquire(origin, pool, reuse=False)
+        return await self._exchange(origin, pool, connection, message, method)
+
+    async def _exchange(
+        self, origin: _Origin, pool: _Pool, connection: _Connection, message: bytes, method: str
+    ) -> HttpResponse:
+        """Send ``message`` on ``connection`` and read the answer; the connection goes back after."""
         reusable = False
         loop = asyncio.get_running_loop()
         deadline = (
@@ -245,19 +270,22 @@ class HttpClient:
                 deadline.cancel()
             self._release(pool, connection, reusable)
 
-    async def _acquire(self, origin: _Origin, pool: _Pool) -> _Connection:
+    async def _acquire(self, origin: _Origin, pool: _Pool, *, reuse: bool) -> tuple[_Connection, bool]:
+        """A connection, and whether it was kept alive from before; ``reuse=False``: a new one."""
         woken = False
         while True:
             while pool.idle:
                 connection = pool.idle.pop()
-                if connection.usable():
-                    return connection
+                if reuse and connection.usable():
+                    return connection, True
                 connection.close()
                 pool.open -= 1
+                if not reuse:
+                    break  # room made for a new one
             if pool.open < self._max_connections:
                 pool.open += 1
                 try:
-                    return await self._connect(origin)
+                    return await self._connect(origin), False
                 except BaseException:
                     pool.open -= 1
                     pool.wake_one()

@@ -15,9 +15,9 @@ exists raises ``ObjectGoneError``; any other failure raises ``KubernetesError`` 
 Kopf does not offer a public way to patch an object from a long-running daemon whenever we
 choose, so the operator keeps its own small client (``lambda_rollouts.httpclient``: these
 requests are most of a step's cost), authenticated with the same connection details Kopf logged
-in with (``ApiConnection``). Events go through it too: posted by Kopf (its queue, its API
-wrapper, aiohttp) they were a fifth of the operator's CPU in ``benchmarks/scale.py`` at N = 100
-(15.2 ms per step; 12.2 ms with no Events posted at all), and a rollout posts one or two per step.
+in with (``ApiConnection``). Events go through it too: a rollout posts one or two per step, and
+posted by Kopf (its queue, its API wrapper, aiohttp) they cost about a fifth of the operator's
+CPU (README, Figures).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ EVENT_SOURCE = "lambda-rollouts"
 MAX_EVENT_MESSAGE = 1024
 # Connections to the API server kept by the writer.
 _MAX_CONNECTIONS = 100
+# The Event's reportingInstance: this pod (asked once, not per Event).
+_REPORTING_INSTANCE = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def event_body(about: EventAbout, type: str, reason: str, message: str, now: dat
         "message": message,
         "source": {"component": EVENT_SOURCE},
         "reportingComponent": EVENT_SOURCE,
-        "reportingInstance": socket.gethostname(),
+        "reportingInstance": _REPORTING_INSTANCE,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,
@@ -186,10 +188,14 @@ class HttpStatusWriter:
             self._client_loop = loop
         return self._client
 
-    async def _send(self, method: str, url: str, content_type: str, body: Any, what: str) -> HttpResponse:
+    async def _send(
+        self, method: str, url: str, content_type: str, body: Any, what: str, *, resend: bool = False
+    ) -> HttpResponse:
         payload = json.dumps(body, separators=(",", ":")).encode()
         try:
-            return await self._http().request(method, url, self._headers(content_type), payload)
+            return await self._http().request(
+                method, url, self._headers(content_type), payload, resend=resend
+            )
         except HttpError as exc:
             raise KubernetesError(f"{what} failed: {exc}") from exc
 
@@ -198,9 +204,9 @@ class HttpStatusWriter:
     ) -> None:
         what = f"writing the status of {namespace}/{name}"
         url = _status_url(self._connection.server, namespace, name)
-        response = await self._send(
-            "PATCH", url, "application/merge-patch+json", status_merge_patch(status, previous), what
-        )
+        # The whole status in one merge patch: applied twice, it leaves the same status.
+        patch = status_merge_patch(status, previous)
+        response = await self._send("PATCH", url, "application/merge-patch+json", patch, what, resend=True)
         if response.status == 404:
             raise ObjectGoneError(f"LambdaRollout {namespace}/{name} no longer exists")
         if response.status >= 400:

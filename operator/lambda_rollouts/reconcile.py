@@ -125,30 +125,39 @@ class EventSink(Protocol):
 
 
 class Wakeup:
-    """What a rollout's loop sleeps on: set by a spec change, an action or a stop.
+    """What a rollout's loop sleeps on: ``set`` by a spec change or an action, ``stop`` for good.
 
-    ``sleep(seconds)`` returns after ``seconds``, or as soon as the flag is set (at once if it is
-    set already), with one future and one timer: a loop sleeps between every two passes, and
-    ``asyncio.wait`` over two events made two tasks and more callbacks each time. One loop sleeps
-    on it at a time.
+    ``sleep(seconds)`` returns after ``seconds``, or as soon as the flag is set or the loop is
+    stopped (at once if either is so already), with one future and one timer: a loop sleeps
+    between every two passes, and ``asyncio.wait`` over two events made two tasks and more
+    callbacks each time. One loop sleeps on it at a time.
     """
 
     def __init__(self) -> None:
         self._set = False
+        self._stopped = False
         self._sleeper: asyncio.Future[None] | None = None
 
     def set(self) -> None:
         self._set = True
         _resolve(self._sleeper)
 
+    def stop(self) -> None:
+        self._stopped = True
+        _resolve(self._sleeper)
+
     def is_set(self) -> bool:
         return self._set
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def clear(self) -> None:
         self._set = False
 
     async def sleep(self, seconds: float) -> None:
-        if self._set:
+        if self._set or self._stopped:
             return
         loop = asyncio.get_running_loop()
         sleeper = self._sleeper = loop.create_future()
@@ -170,12 +179,12 @@ class LoopMemory:
     """What one rollout's loop remembers between passes, to save reads and to ignore stale bodies.
 
     The body a watch delivers can lag behind our own status writes, by more than one when passes
-    follow each other faster than the watch (Kopf batches an object's events for 0.1 s): a pass
-    that promotes right after the last step, then runs its hook, writes three statuses in a few
-    milliseconds. A status equal to one this loop has since replaced (``superseded``: read before
-    a write, or written ahead and written over) is that lag, and the last status we wrote is the
-    truth; once the watch delivers that one, the history is dropped. Any other status is news (an
-    older operator's write, a restore) and is taken as it is.
+    follow each other faster than Kopf hands the watch's events over: a pass that promotes right
+    after the last step, then runs its hook, writes three statuses in a few milliseconds. A status
+    equal to one this loop has since replaced (``superseded``: read before a write, or written
+    ahead and written over) is that lag, and the last status we wrote is the truth; once the watch
+    delivers that one, the history is dropped. Any other status is news (an older operator's
+    write, a restore) and is taken as it is.
 
     ``known_alias`` is the alias as the last pass read it or left it (a write answers with the alias
     as stored), ``alias_seen_at`` when AWS last said so. ``run`` forgets it before a pass the plan
@@ -556,17 +565,13 @@ class RolloutService:
         read_body: Callable[[], Mapping[str, Any]],
         events: EventSink,
         wakeup: Wakeup,
-        stop: asyncio.Event,
     ) -> None:
-        """Drive one rollout until ``stop`` is set or the rollout disappears.
-
-        Whoever sets ``stop`` sets ``wakeup`` too, so that a sleeping loop notices at once.
-        """
+        """Drive one rollout until ``wakeup`` is stopped or the rollout disappears."""
         memory = LoopMemory()
         failures = 0
         drift_interval = self._settings.drift_check_interval_seconds
         planned = False
-        while not stop.is_set():
+        while not wakeup.stopped:
             woken = wakeup.is_set()
             wakeup.clear()
             if woken or not planned:
@@ -588,7 +593,7 @@ class RolloutService:
                 failures = 0
                 if plan.requeue_after is not None and plan.requeue_after < drift_interval:
                     delay, planned = plan.requeue_after, True
-            if delay > 0 and not stop.is_set():
+            if delay > 0:
                 await wakeup.sleep(delay)
 
     async def finalize(self, ref: RolloutRef, body: Mapping[str, Any], events: EventSink) -> None:

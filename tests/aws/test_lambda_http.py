@@ -27,9 +27,10 @@ from botocore.exceptions import (
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
 from lambda_rollouts.aws.clients import AwsClients
 from lambda_rollouts.aws.faults import FaultInjector, FaultKind
-from lambda_rollouts.aws.lambda_http import HttpAnswer, HttpAttempt, LambdaHttpClient
+from lambda_rollouts.aws.lambda_http import HttpAttempt, LambdaHttpClient
 from lambda_rollouts.aws.ratelimit import Limit, RateLimiter
 from lambda_rollouts.errors import AliasConflictError, AwsError, ThrottledError
+from lambda_rollouts.httpclient import HttpResponse
 from lambda_rollouts.observed import Target
 from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
 from lambda_rollouts.settings import Settings
@@ -120,12 +121,12 @@ def without_metadata(answer: Any) -> dict[str, Any]:
 class Scripted:
     """An interceptor answering the first attempts of one operation from a script, then letting through."""
 
-    def __init__(self, operation: str, *answers: HttpAnswer | Exception) -> None:
+    def __init__(self, operation: str, *answers: HttpResponse | Exception) -> None:
         self.operation = operation
         self.answers = list(answers)
         self.attempts: list[HttpAttempt] = []
 
-    def __call__(self, attempt: HttpAttempt) -> HttpAnswer | None:
+    def __call__(self, attempt: HttpAttempt) -> HttpResponse | None:
         if attempt.operation != self.operation:
             return None
         self.attempts.append(attempt)
@@ -137,8 +138,8 @@ class Scripted:
         return answer
 
 
-def lambda_error(status: int, code: str, message: str = "scripted") -> HttpAnswer:
-    return HttpAnswer(
+def lambda_error(status: int, code: str, message: str = "scripted") -> HttpResponse:
+    return HttpResponse(
         status,
         {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/", "Content-Type": "application/json"},
         json.dumps({"Type": "User", "message": message}).encode(),
@@ -390,7 +391,7 @@ async def test_injected_faults_translate_as_over_botocore(
 async def test_a_success_that_is_not_json_is_a_transient_error(
     clients: AwsClients, recorder: Recorder
 ) -> None:
-    page = HttpAnswer(200, {"Content-Type": "text/html"}, b"<html>proxy says hello</html>")
+    page = HttpResponse(200, {"Content-Type": "text/html"}, b"<html>proxy says hello</html>")
     clients.intercept(Scripted("GetAlias", page))
     router = BotoAliasRouter(
         clients.settings, clients=clients, transport="http", http_client=LambdaHttpClient(clients)

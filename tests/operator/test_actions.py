@@ -50,8 +50,11 @@ async def test_promote_through_the_annotation_is_applied_once_and_acknowledged(
     await eventually(waiting)
     await asyncio.sleep(600)
     assert router.shape() == [("1", {"2": 10.0})]
+    annotated_at = asyncio.get_running_loop().time()
     await api.annotate("checkout", ACTION_ANNOTATION, "promote:ci-1")
     await eventually(acknowledged(api, "ci-1"), step=1)
+    # The annotation wakes the loop: no waiting for the next drift check, minutes away.
+    assert router.writes[1].at - annotated_at < 5
     status = await status_of(api)
     assert status["lastAction"]["result"] == "Applied"
     assert status["lastAction"]["message"] == ("promote: step 4/4: pause 1m (1m left)")

@@ -217,6 +217,47 @@ async def test_an_idle_connection_the_server_closed_is_not_used(client: HttpClie
     assert server.connections == 2
 
 
+def drops_the_kept_connection() -> Script:
+    """Answers the first request of each connection; closes a kept one at its next, unanswered."""
+    seen: set[str] = set()
+
+    def script(head: str, body: bytes) -> bytes | None:
+        path = head.split(" ")[1]
+        if path.startswith("/again") and path not in seen:
+            seen.add(path)
+            return None
+        return OK
+
+    return script
+
+
+async def test_a_kept_connection_closed_before_any_answer_is_retried_once_for_idempotent_requests(
+    client: HttpClient,
+) -> None:
+    server, handle = await _serve(drops_the_kept_connection())
+    async with handle:
+        await client.request("GET", server.url + "/first", {})
+        answer = await client.request("GET", server.url + "/again-get", {})
+        await client.request("GET", server.url + "/first", {})
+        said = await client.request("PATCH", server.url + "/again-patch", {}, b"{}", resend=True)
+        await client.request("GET", server.url + "/first", {})
+        with pytest.raises(HttpClosedError):
+            await client.request("POST", server.url + "/again-post", {}, b"{}")
+    assert (answer.status, said.status) == (200, 200)
+    paths = [head.split(" ")[1] for head in server.heads]
+    assert paths == [
+        "/first",
+        "/again-get",
+        "/again-get",
+        "/first",
+        "/again-patch",
+        "/again-patch",
+        "/first",
+        "/again-post",
+    ]
+    assert server.connections == 3  # one to start, one per resend (the POST is not sent again)
+
+
 async def test_a_connection_dropped_midway(client: HttpClient) -> None:
     server, handle = await _serve(lambda head, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
     async with handle:

@@ -291,7 +291,7 @@ async def test_a_watch_several_writes_behind_is_taken_for_lag(
 
 
 @pytest.mark.looptime
-async def test_a_loop_sleeps_until_its_time_or_until_woken() -> None:
+async def test_a_loop_sleeps_until_its_time_until_woken_or_until_stopped() -> None:
     loop = asyncio.get_running_loop()
     wakeup = Wakeup()
     start = loop.time()
@@ -312,3 +312,13 @@ async def test_a_loop_sleeps_until_its_time_or_until_woken() -> None:
     await wakeup.sleep(1)
     assert loop.time() - start == pytest.approx(1)
     assert not wakeup.is_set()
+
+    # Stopped for good: a sleep under way ends at once, and no later one starts.
+    later = loop.call_later(2, wakeup.stop)
+    start = loop.time()
+    await wakeup.sleep(30)
+    assert loop.time() - start == pytest.approx(2)
+    assert wakeup.stopped
+    assert not wakeup.is_set()
+    await wakeup.sleep(30)
+    assert loop.time() - start == pytest.approx(2)

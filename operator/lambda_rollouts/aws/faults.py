@@ -68,7 +68,8 @@ from xml.sax.saxutils import escape
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
-from lambda_rollouts.aws.lambda_http import HttpAnswer, HttpAttempt
+from lambda_rollouts.aws.lambda_http import HttpAttempt
+from lambda_rollouts.httpclient import HttpResponse
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -168,7 +169,7 @@ class FaultInjector:
         # botocore-stubs types event handlers as returning None; before-send ones may answer.
         client.meta.events.register_first("before-send", cast(Callable[..., None], before_send))
 
-    def intercept(self, attempt: HttpAttempt) -> HttpAnswer | None:
+    def intercept(self, attempt: HttpAttempt) -> HttpResponse | None:
         """The same, for an attempt of a client that does not use botocore (``LambdaHttpClient``)."""
         if attempt.service not in self.services:
             return None
@@ -177,7 +178,7 @@ class FaultInjector:
             return None
         # Only Lambda's REST-JSON API is served without botocore.
         response = _response(attempt.url, answer, "rest-json", query_compatible=False)
-        return HttpAnswer(response.status_code, dict(response.headers.items()), response.content)
+        return HttpResponse(response.status_code, dict(response.headers.items()), response.content)
 
     def _http_answer(self, service: str, operation: str, url: str) -> _HttpFault | None:
         """Decide one attempt: None to send it, the HTTP fault to answer, or raise a network fault."""

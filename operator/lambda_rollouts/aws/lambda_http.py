@@ -74,6 +74,7 @@ from lambda_rollouts.httpclient import (
     HttpClient,
     HttpClosedError,
     HttpConnectError,
+    HttpResponse,
     HttpTimeoutError,
 )
 
@@ -101,15 +102,6 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 20.0
 
 
-@dataclass(frozen=True)
-class HttpAnswer:
-    """An HTTP answer: from the network, or given by an interceptor instead of sending."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
 @dataclass
 class HttpAttempt:
     """One HTTP attempt of a call, as interceptors see it (after its token was taken)."""
@@ -122,9 +114,9 @@ class HttpAttempt:
     attempt: int
 
 
-# May answer an attempt instead of the network (an ``HttpAnswer``), or raise botocore's
+# May answer an attempt instead of the network (an ``HttpResponse``), or raise botocore's
 # ``ConnectionClosedError`` / ``ReadTimeoutError`` for an answer that never came; None: send it.
-Interceptor = Callable[[HttpAttempt], HttpAnswer | None]
+Interceptor = Callable[[HttpAttempt], HttpResponse | None]
 
 
 @dataclass(frozen=True)
@@ -250,7 +242,7 @@ class LambdaHttpClient:
         credentials: SigningCredentials,
         described: _Region,
         region: str,
-    ) -> HttpAnswer:
+    ) -> HttpResponse:
         for interceptor in self._clients.interceptors:
             answer = interceptor(attempt)
             if answer is not None:
@@ -267,7 +259,7 @@ class LambdaHttpClient:
             raise ReadTimeoutError(endpoint_url=attempt.url, error=exc) from exc
         except HttpClosedError as exc:
             raise ConnectionClosedError(endpoint_url=attempt.url, error=exc) from exc
-        return HttpAnswer(response.status, response.headers, response.body)
+        return response
 
     def _backoff(self, attempt: int, *, throttled: bool) -> float:
         base = 1.0 if throttled else 0.05
@@ -374,7 +366,7 @@ def _labels(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
 
 
-def _parsed(answer: HttpAnswer) -> dict[str, Any]:
+def _parsed(answer: HttpResponse) -> dict[str, Any]:
     try:
         loaded = json.loads(answer.body) if answer.body.strip() else {}
     except ValueError as exc:
@@ -398,7 +390,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _client_error(answer: HttpAnswer, operation: str) -> ClientError:
+def _client_error(answer: HttpResponse, operation: str) -> ClientError:
     """An error answer as botocore's REST-JSON parser shapes it."""
     try:
         body = json.loads(answer.body) if answer.body.strip() else {}
