@@ -304,7 +304,7 @@ class OperatorStats:
     Appends one JSON line per second to ``path``: the wall clock, the largest and the mean lateness
     of a 50 ms timer on the event loop over that second (how long ready callbacks waited), and the
     operator's Kubernetes API requests so far by kind (cumulative). Installs these patches, none in
-    the package: an event loop policy (to reach the loop ``asyncio.run`` makes),
+    the package: ``cli.event_loop_factory`` (to reach the loop the operator runs on),
     ``asyncio.to_thread`` (to stamp each job's submission, read by ``CallLog``),
     ``aiohttp.ClientSession._request`` (Kopf's requests) and ``HttpClient.request`` (the
     operator's own: status writes, Events).
@@ -317,6 +317,7 @@ class OperatorStats:
         self._lock = threading.Lock()
         self._kube: Counter[str] = Counter()
         self._lags: list[float] = []
+        self._loop_type = ""
 
     def install(self) -> None:
         stats = self
@@ -356,13 +357,21 @@ class OperatorStats:
 
         setattr(HttpClient, "request", send)  # noqa: B010
 
-        class Policy(asyncio.DefaultEventLoopPolicy):
-            def new_event_loop(self) -> asyncio.AbstractEventLoop:
-                loop = super().new_event_loop()
+        from lambda_rollouts import cli
+
+        original_factory = cli.event_loop_factory
+
+        def event_loop_factory(choice: Any) -> Callable[[], asyncio.AbstractEventLoop]:
+            make = original_factory(choice)
+
+            def new_event_loop() -> asyncio.AbstractEventLoop:
+                loop = make()
                 loop.call_soon(stats._tick, loop, None)
                 return loop
 
-        asyncio.set_event_loop_policy(Policy())
+            return new_event_loop
+
+        setattr(cli, "event_loop_factory", event_loop_factory)  # noqa: B010
         threading.Thread(target=self._writer, name="scale-stats", daemon=True).start()
 
     def count(self, method: str, url: str, params: Any) -> None:
@@ -383,7 +392,9 @@ class OperatorStats:
 
     def _tick(self, loop: asyncio.AbstractEventLoop, expected: float | None) -> None:
         now = loop.time()
-        if expected is not None:
+        if expected is None:
+            self._loop_type = f"{type(loop).__module__}.{type(loop).__name__}"
+        else:
             with self._lock:
                 self._lags.append(max(0.0, now - expected))
         loop.call_later(self.TICK, self._tick, loop, now + self.TICK)
@@ -400,6 +411,7 @@ class OperatorStats:
                     "lagMax": max(lags, default=0.0),
                     "lagMean": statistics.fmean(lags) if lags else 0.0,
                     "kube": kube,
+                    "loop": self._loop_type,
                 }
                 out.write(json.dumps(record, separators=(",", ":")) + "\n")
 
@@ -808,6 +820,7 @@ class Processes:
     aws_endpoint_url: str = ""
     metrics_url: str = ""
     liveness_url: str = ""
+    event_loop: str = "auto"
     peak: dict[str, float] = field(default_factory=dict)
 
     async def start_sandbox(self, *, profile: bool) -> None:
@@ -826,6 +839,7 @@ class Processes:
 
     async def start_operator(self, settings: Settings) -> None:
         assert self.kubeconfig is not None
+        self.event_loop = settings.event_loop
         metrics_port, liveness_port = free_port(), free_port()
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.liveness_url = f"http://127.0.0.1:{liveness_port}/healthz"
@@ -843,6 +857,7 @@ class Processes:
                 "LAMBDA_ROLLOUTS_AWS_REQUESTS_PER_SECOND": str(settings.aws_rps),
                 "LAMBDA_ROLLOUTS_AWS_BURST": str(settings.aws_burst),
                 "LAMBDA_ROLLOUTS_DRIFT_CHECK_INTERVAL_SECONDS": str(settings.drift_interval),
+                "LAMBDA_ROLLOUTS_EVENT_LOOP": settings.event_loop,
                 "PYTHONUNBUFFERED": "1",
                 CALL_LOG_ENV: str(self.out / "calls.jsonl"),
                 STATS_ENV: str(self.out / "operator-stats.jsonl"),
@@ -931,7 +946,10 @@ class Processes:
                 self.sampler.kill()
             samples = self.out / "operator-samples.collapsed"
             if samples.exists():
-                samples.with_suffix(".txt").write_text(summarize_samples(samples))
+                summary = summarize_samples(samples)
+                if self.event_loop != "asyncio":
+                    summary += UVLOOP_SAMPLES_CAVEAT
+                samples.with_suffix(".txt").write_text(summary)
 
 
 # Where the operator's CPU goes, by the innermost frame of a sample that matches: (bucket, text in
@@ -974,6 +992,13 @@ GENERIC_BUCKETS = frozenset(
         "HTTP client (the operator's requests)",
         "worker-thread hand-off",
     }
+)
+
+
+UVLOOP_SAMPLES_CAVEAT = (
+    "(uvloop, unless it was missing, holds the GIL in its system calls: a send that waits for the\n"
+    " CPU is sampled as if it were CPU work, under the frame that sends; --event-loop asyncio for\n"
+    " shares of CPU work alone)\n"
 )
 
 
@@ -1110,6 +1135,7 @@ class Settings:
     profile_sandbox: bool
     sample: bool
     preload: Path | None
+    event_loop: str
     seed_threads: int
     timeout: float
 
@@ -1643,6 +1669,7 @@ class Run:
             if inside
             else math.nan,
             "kubeRequests": {kind: n for kind, n in requests.items() if n},
+            "eventLoop": inside[-1].get("loop", "") if inside else "",
         }
 
     def samples_table(self) -> list[list[float]]:
@@ -1829,7 +1856,7 @@ def report(settings: Settings, result: Mapping[str, Any], notes: Sequence[str]) 
         f"\nphases: rollouts {phases['rollouts']:.0f}s (creating {phases['creating']:.0f}s), idle "
         f"{phases['idle']:.0f}s, throughput {phases['throughput']:.0f}s; operator passes in phase 1: "
         f"{op['phase1Passes']:.0f} ({op['phase1PassSeconds'] / max(op['phase1Passes'], 1) * 1000:.1f} ms "
-        "wall each)"
+        f"wall each); operator event loop: {f['operatorLoop']['rollouts']['eventLoop'] or '?'}"
     )
     for note in notes:
         lines.append(f"note: {note}")
@@ -1971,6 +1998,12 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         "--profile-sandbox", action="store_true", help="profile the sandbox process (slows it down)"
     )
     parser.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the operator's LAMBDA_ROLLOUTS_EVENT_LOOP (auto: uvloop when installed, as by default)",
+    )
+    parser.add_argument(
         "--operator-preload",
         type=Path,
         default=None,
@@ -1999,6 +2032,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         profile_sandbox=args.profile_sandbox,
         sample=args.sample,
         preload=args.operator_preload,
+        event_loop=args.event_loop,
         seed_threads=args.seed_threads,
         timeout=args.timeout,
     )
@@ -2032,6 +2066,7 @@ def main(argv: Sequence[str]) -> None:
             "batch": settings.batch,
             "profiled": settings.profile or settings.profile_sandbox,
             "operatorPreload": str(settings.preload) if settings.preload else None,
+            "operatorEventLoop": settings.event_loop,
             "mix": [{"name": m.name, "strategy": m.strategy} for m in MIX],
         },
         "targets": TARGETS,

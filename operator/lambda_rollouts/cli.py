@@ -6,7 +6,8 @@
   Prometheus metrics at ``/metrics``; ``--log-format json`` writes one JSON object per log line.
   Replicas elect one active operator through the ``ClusterKopfPeering`` named by ``--peering``
   (default ``lambda-rollouts``), highest ``--priority`` first (default: random per process);
-  ``--standalone`` runs without peering, for a single replica.
+  ``--standalone`` runs without peering, for a single replica. Its event loop is uvloop's when
+  uvloop is installed, unless ``LAMBDA_ROLLOUTS_EVENT_LOOP`` says otherwise (``event_loop_factory``).
 - ``sandbox``: a local Kubernetes API emulator and AWS emulator with a seeded demo function and
   the operator, kept running; prints the variables to export for kubectl.
 - ``demo``: the sandbox, a healthy canary and a failing release rolled back automatically, shown
@@ -20,17 +21,40 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lambda_rollouts import __version__
+
+if TYPE_CHECKING:
+    from lambda_rollouts.settings import EventLoop
 
 
 @click.group()
 @click.version_option(__version__, prog_name="lambda-rollouts")
 def main() -> None:
     """Progressive delivery for AWS Lambda aliases, driven from Kubernetes."""
+
+
+def event_loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What ``run`` makes its event loop with: uvloop's for "auto" when installed, or as told.
+
+    uvloop runs the loop's own machinery (polling, timers, sockets) in C: the operator spends
+    about a tenth less CPU per step and about a third less when idle (``benchmarks/scale.py``).
+    """
+    if choice == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError as exc:
+        if choice == "uvloop":
+            raise click.ClickException(
+                "LAMBDA_ROLLOUTS_EVENT_LOOP is uvloop, but uvloop is not installed (pip install uvloop)"
+            ) from exc
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -115,6 +139,7 @@ def run(
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise click.ClickException(f"invalid settings: {exc}") from exc
+    loop_factory = event_loop_factory(settings.event_loop)
     # kopf.operator() leaves logging to its caller: this handler is the only output, text or JSON.
     root_level = logging.getLogger().level
     log_handler = configure_logging(settings.log_format, "DEBUG" if verbose else settings.log_level)
@@ -152,7 +177,8 @@ def run(
                 raise click.ClickException(
                     f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
                 ) from exc
-        asyncio.run(operate())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(operate())
     except KeyboardInterrupt:
         return
     except click.ClickException:

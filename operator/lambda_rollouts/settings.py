@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+EventLoop = Literal["auto", "uvloop", "asyncio"]
 
 
 class TenantPolicy(BaseModel):
@@ -62,6 +63,9 @@ class Settings(BaseSettings):
     # "json" writes one JSON object per log line, for log collectors; "text" is for people.
     log_format: LogFormat = "text"
     log_level: LogLevel = "INFO"
+    # The event loop of `lambda-rollouts run`: "auto" takes uvloop when it is installed (it is a
+    # dependency on Linux and macOS), else asyncio's own; "uvloop" insists on it.
+    event_loop: EventLoop = "auto"
 
     @field_validator("metrics_port", mode="before")
     @classmethod
@@ -71,7 +75,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "event_loop", mode="before")
     @classmethod
     def _format_in_any_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

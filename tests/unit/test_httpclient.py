@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -455,3 +456,21 @@ async def test_a_closed_client_keeps_no_connection() -> None:
 def test_only_absolute_http_urls() -> None:
     with pytest.raises(ValueError, match="absolute"):
         asyncio.run(HttpClient().request("GET", "/relative", {}))
+
+
+def test_the_client_on_uvloop(tmp_path: Path) -> None:
+    # uvloop's transports are not subclasses of asyncio.Transport; the operator runs on uvloop.
+    async def scenarios() -> None:
+        http = HttpClient(read_timeout=5.0, connect_timeout=2.0)
+        try:
+            await test_an_answer_by_length_and_the_connection_kept(http)
+            await test_a_kept_connection_closed_before_any_answer_is_retried_once_for_idempotent_requests(
+                http
+            )
+        finally:
+            await http.close()
+        await test_https_goes_through_a_connect_tunnel(tmp_path)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenarios())
+        assert isinstance(runner.get_loop(), uvloop.Loop)
