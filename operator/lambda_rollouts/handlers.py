@@ -190,10 +190,8 @@ class _OperatorState:
         self._events_pending: set[asyncio.Task[None]] = set()
 
     def event_sink(self, body: kopf.Body, namespace: str | None, name: str) -> KubeEventSink:
-        self.service()
-        assert self._writer is not None
         about = EventAbout(namespace or "", name, body.metadata.uid)
-        return KubeEventSink(self._writer, about, self._events_pending)
+        return KubeEventSink(self._built()[1], about, self._events_pending)
 
     async def close(self) -> None:
         if self._events_pending:
@@ -205,7 +203,11 @@ class _OperatorState:
             await self._backends.close()
 
     def service(self) -> RolloutService:
-        if self._service is None:
+        return self._built()[0]
+
+    def _built(self) -> tuple[RolloutService, StatusWriter]:
+        """The service and its status writer, made together on first use (after the login)."""
+        if self._service is None or self._writer is None:
             if self.connection is None:
                 raise kopf.PermanentError("the operator has no Kubernetes connection to write status with")
             wiring = self.wiring
@@ -220,7 +222,7 @@ class _OperatorState:
                 clock=wiring.clock_factory(),
                 observer=wiring.observer,
             )
-        return self._service
+        return self._service, self._writer
 
 
 def _snapshot(body: kopf.Body) -> Mapping[str, Any]:

@@ -23,6 +23,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ParamValidationError,
 )
+from yarl import URL
 
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
 from lambda_rollouts.aws.clients import AwsClients
@@ -432,7 +433,6 @@ async def test_a_success_that_is_not_json_is_a_transient_error(
     ],
 )
 def test_the_proxy_of_an_endpoint(endpoint: str, proxies: dict[str, str], expected: str | None) -> None:
-    from yarl import URL
 
     from lambda_rollouts.aws.lambda_http import proxy_for
 
@@ -469,3 +469,23 @@ async def test_requests_go_through_the_proxy(
         proxy.close()
     assert answer["FunctionVersion"] == "7"
     assert seen == [f"GET {endpoint}/2015-03-31/functions/{FUNCTION}/aliases/live HTTP/1.1"]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://lambda.eu-west-1.amazonaws.com",
+        "https://Lambda.EU-West-1.amazonaws.com:443/",
+        "http://127.0.0.1:4566",
+        "http://localhost:80",
+        "https://vpce-1.lambda.eu-west-1.vpce.amazonaws.com:8443/base",
+        "http://[::1]:4566",
+        "https://[2001:db8::1]",
+    ],
+)
+def test_the_signed_host_is_botocores(endpoint: str) -> None:
+    from botocore.auth import _host_from_url
+
+    from lambda_rollouts.aws.lambda_http import signed_host
+
+    assert signed_host(URL(endpoint)) == _host_from_url(endpoint)

@@ -91,6 +91,7 @@ MAX_BACKOFF_SECONDS = 20.0
 RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 TIMEOUT_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
 USER_AGENT = f"lambda-rollouts/{__version__}"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 logger = logging.getLogger(__name__)
 
@@ -355,11 +356,18 @@ def _serialize(rest: _RestOperation, params: Mapping[str, Any], endpoint: URL) -
     if body or rest.method in ("POST", "PUT", "PATCH"):
         content = json.dumps(body, separators=(",", ":")).encode()
         headers["Content-Type"] = "application/json"
-    host = endpoint.host or ""
-    if endpoint.explicit_port:
-        host = f"{host}:{endpoint.port}"
     base = endpoint.raw_path.rstrip("/")
-    return SignedRequest(rest.method, host, base + path, query, headers, content)
+    return SignedRequest(rest.method, signed_host(endpoint), base + path, query, headers, content)
+
+
+def signed_host(endpoint: URL) -> str:
+    """The Host header as botocore signs it: IPv6 literals in brackets, a default port left out."""
+    host = endpoint.host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if endpoint.explicit_port is not None and endpoint.explicit_port != _DEFAULT_PORTS.get(endpoint.scheme):
+        host = f"{host}:{endpoint.explicit_port}"
+    return host
 
 
 def _labels(path: str) -> list[str]:
