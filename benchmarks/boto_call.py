@@ -34,7 +34,7 @@ from botocore import xform_name
 from yarl import URL
 
 from lambda_rollouts.aws.clients import AwsClients, default_client_config
-from lambda_rollouts.aws.lambda_http import LambdaHttpClient
+from lambda_rollouts.aws.lambda_http import LambdaHttpClient, signed_host
 from lambda_rollouts.aws.ratelimit import RateLimiter
 from lambda_rollouts.aws.sigv4 import SignedRequest, SigningCredentials, sign
 from lambda_rollouts.httpclient import HttpClient
@@ -75,7 +75,7 @@ def transports(loop: asyncio.AbstractEventLoop, endpoint: str, calls: int) -> No
     """
     url = URL(endpoint)
     path = f"/2015-03-31/functions/{FUNCTION}/aliases/live"
-    request = SignedRequest("GET", f"{url.host}:{url.port}", path)
+    request = SignedRequest("GET", signed_host(url), path)
     credentials = SigningCredentials("testing", "testing", "testing")
     headers = sign(request, credentials, region=REGION, service="lambda", now=datetime.now(UTC))
 

@@ -820,7 +820,6 @@ class Processes:
     aws_endpoint_url: str = ""
     metrics_url: str = ""
     liveness_url: str = ""
-    event_loop: str = "auto"
     peak: dict[str, float] = field(default_factory=dict)
 
     async def start_sandbox(self, *, profile: bool) -> None:
@@ -839,7 +838,6 @@ class Processes:
 
     async def start_operator(self, settings: Settings) -> None:
         assert self.kubeconfig is not None
-        self.event_loop = settings.event_loop
         metrics_port, liveness_port = free_port(), free_port()
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.liveness_url = f"http://127.0.0.1:{liveness_port}/healthz"
@@ -947,7 +945,7 @@ class Processes:
             samples = self.out / "operator-samples.collapsed"
             if samples.exists():
                 summary = summarize_samples(samples)
-                if self.event_loop != "asyncio":
+                if "uvloop" in operator_event_loop(self.out / "operator-stats.jsonl"):
                     summary += UVLOOP_SAMPLES_CAVEAT
                 samples.with_suffix(".txt").write_text(summary)
 
@@ -996,10 +994,16 @@ GENERIC_BUCKETS = frozenset(
 
 
 UVLOOP_SAMPLES_CAVEAT = (
-    "(uvloop, unless it was missing, holds the GIL in its system calls: a send that waits for the\n"
+    "(uvloop holds the GIL in its system calls: a send that waits for the\n"
     " CPU is sampled as if it were CPU work, under the frame that sends; --event-loop asyncio for\n"
     " shares of CPU work alone)\n"
 )
+
+
+def operator_event_loop(stats_path: Path) -> str:
+    """The type of the operator's event loop, as ``OperatorStats`` recorded it ("" if unknown)."""
+    lines = stats_path.read_text().splitlines() if stats_path.exists() else []
+    return str(json.loads(lines[-1]).get("loop", "")) if lines else ""
 
 
 def summarize_samples(path: Path) -> str:

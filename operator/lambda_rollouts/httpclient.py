@@ -76,6 +76,21 @@ class HttpResponse:
     body: bytes
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_literal(host: str) -> str:
+    """``host`` as a URL or a Host header writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def authority(scheme: str, host: str, port: int | None) -> str:
+    """host[:port] as the Host header and a proxy's request line want it: no port if the default."""
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return host_literal(host)
+    return f"{host_literal(host)}:{port}"
+
+
 @dataclass(frozen=True)
 class _Origin:
     scheme: str
@@ -85,13 +100,7 @@ class _Origin:
 
     @property
     def authority(self) -> str:
-        """host[:port] as the Host header and a proxy's request line want it (IPv6 in brackets)."""
-        default = 443 if self.scheme == "https" else 80
-        return self.host_literal if self.port == default else f"{self.host_literal}:{self.port}"
-
-    @property
-    def host_literal(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
+        return authority(self.scheme, self.host, self.port)
 
 
 class _Connection(asyncio.Protocol):
@@ -211,7 +220,7 @@ class HttpClient:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an absolute http(s) URL: {url!r}")
-        origin = _Origin(scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80), proxy)
+        origin = _Origin(scheme, parts.hostname, parts.port or _DEFAULT_PORTS[scheme], proxy)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -341,7 +350,7 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         transport, connection = await loop.create_connection(_Connection, host, port)
         try:
-            target = f"{origin.host_literal}:{origin.port}"
+            target = f"{host_literal(origin.host)}:{origin.port}"
             proxy_auth = _proxy_authorization(origin.proxy or "")
             transport.write(
                 f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{proxy_auth}\r\n".encode("latin-1")

@@ -16,8 +16,8 @@ Kopf does not offer a public way to patch an object from a long-running daemon w
 choose, so the operator keeps its own small client (``lambda_rollouts.httpclient``: these
 requests are most of a step's cost), authenticated with the same connection details Kopf logged
 in with (``ApiConnection``). Events go through it too: a rollout posts one or two per step, and
-posted by Kopf (its queue, its API wrapper, aiohttp) they cost about a fifth of the operator's
-CPU (README, Figures).
+when Kopf posted them (its queue, its API wrapper, aiohttp) they took about a fifth of the
+operator's CPU in an experiment on an earlier release (README, Figures).
 """
 
 from __future__ import annotations

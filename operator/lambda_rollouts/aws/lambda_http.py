@@ -76,6 +76,7 @@ from lambda_rollouts.httpclient import (
     HttpConnectError,
     HttpResponse,
     HttpTimeoutError,
+    authority,
 )
 
 if TYPE_CHECKING:
@@ -91,7 +92,6 @@ MAX_BACKOFF_SECONDS = 20.0
 RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 TIMEOUT_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
 USER_AGENT = f"lambda-rollouts/{__version__}"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 logger = logging.getLogger(__name__)
 
@@ -362,12 +362,7 @@ def _serialize(rest: _RestOperation, params: Mapping[str, Any], endpoint: URL) -
 
 def signed_host(endpoint: URL) -> str:
     """The Host header as botocore signs it: IPv6 literals in brackets, a default port left out."""
-    host = endpoint.host or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if endpoint.explicit_port is not None and endpoint.explicit_port != _DEFAULT_PORTS.get(endpoint.scheme):
-        host = f"{host}:{endpoint.explicit_port}"
-    return host
+    return authority(endpoint.scheme, endpoint.host or "", endpoint.explicit_port)
 
 
 def _labels(path: str) -> list[str]:
