@@ -60,6 +60,7 @@ from scale import (
     REGION,
     SANDBOX_CREDENTIALS,
     STABLE,
+    MixEntry,
     free_port,
     list_rollouts,
     manifest,
@@ -81,20 +82,8 @@ MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
 
 def planned_weights(strategy: Mapping[str, Any]) -> list[tuple[float, float]]:
-    """(seconds after the first write, percent) of each write the strategy plans; 100 promotes."""
-    from lambda_rollouts.model import Pause, RolloutSpec, SetWeight
-
-    spec = RolloutSpec.parse({"functionName": "f", "alias": ALIAS, "version": NEW, "strategy": strategy})
-    writes: list[tuple[float, float]] = []
-    offset, weight = 0.0, 0.0
-    for step in spec.steps():
-        if isinstance(step, SetWeight) and step.weight != weight:
-            writes.append((offset, float(step.weight)))
-            weight = float(step.weight)
-        elif isinstance(step, Pause) and step.seconds is not None:
-            offset += step.seconds
-    writes.append((offset, 100.0))
-    return writes
+    """(seconds after the first write, percent) of each write the strategy plans, as scale.py plans."""
+    return [(write.offset, write.weight) for write in MixEntry("", dict(strategy)).planned()]
 
 
 def floor_status(generation: int, index: int, count: int, weight: float, now: str) -> dict[str, Any]:
