@@ -54,6 +54,7 @@ import aiohttp
 from sandbox_process import start_sandbox
 from scale import (
     ALIAS,
+    MERGE_PATCH,
     MIX,
     NEW,
     PREFIX,
@@ -74,7 +75,6 @@ from yarl import URL
 HERE = Path(__file__).resolve()
 LEVEL_ENV = "KOPF_FLOOR_LEVEL"
 LEVELS = ("full", "aws", "kopf", "bare")
-MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ async def run_on_kopf(rollouts: FloorRollouts) -> None:
     """The rollouts on Kopf, with the operator's Kopf settings and kinds of handlers."""
     import kopf
 
-    from lambda_rollouts.handlers import FINALIZER, NoDiffBase
+    from lambda_rollouts.handlers import configure_persistence
     from lambda_rollouts.kube import ApiConnection, HttpStatusWriter
     from lambda_rollouts.model import GROUP, PLURAL, VERSION
 
@@ -208,11 +208,8 @@ async def run_on_kopf(rollouts: FloorRollouts) -> None:
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = NoDiffBase()
+        configure_persistence(settings)
         settings.posting.enabled = False
-        settings.scanning.disabled = True
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -236,12 +236,8 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = NoDiffBase()
+        configure_persistence(settings)
         settings.posting.level = logging.INFO
-        # The operator needs no namespace or CRD scanning: it serves one known resource.
-        settings.scanning.disabled = True
         size_worker_threads(wiring.settings)
         quiet_wake_handler_logs()
         configure_peering(settings, wiring.settings)
@@ -314,6 +310,15 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
 
 
 _SIZED_LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+def configure_persistence(settings: kopf.OperatorSettings) -> None:
+    """Where Kopf keeps its state of the rollouts, and what it need not look for."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = NoDiffBase()
+    # The operator needs no namespace or CRD scanning: it serves one known resource.
+    settings.scanning.disabled = True
 
 
 def size_worker_threads(settings: Settings) -> None:
