@@ -205,12 +205,12 @@ def record_status_writes(log_path: str) -> None:
     With the alias writes around them, these lines show which status each process wrote for
     which alias state: what a crash between the two leaves behind.
     """
-    from lambda_rollouts.kube import HttpStatusWriter
+    from lambda_rollouts.kube import KopfApiWriter
 
-    original = HttpStatusWriter.write_status
+    original = KopfApiWriter.write_status
 
     async def write_status(
-        self: HttpStatusWriter,
+        self: KopfApiWriter,
         namespace: str,
         name: str,
         status: Mapping[str, Any],
@@ -232,7 +232,7 @@ def record_status_writes(log_path: str) -> None:
         append_record(log_path, record)
         await original(self, namespace, name, status, previous)
 
-    setattr(HttpStatusWriter, "write_status", write_status)  # noqa: B010 - as in ``install``
+    setattr(KopfApiWriter, "write_status", write_status)  # noqa: B010 - as in ``install``
 
 
 def run_operator(args: Sequence[str]) -> int:

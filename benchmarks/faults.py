@@ -55,7 +55,6 @@ import kopf
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
 from lambda_rollouts.aws.faults import ALL_KINDS, FaultInjector
 from lambda_rollouts.handlers import Wiring, build_registry, default_backends
-from lambda_rollouts.kube import ApiConnection
 from lambda_rollouts.model import GROUP, PLURAL, VERSION
 from lambda_rollouts.reconcile import Backends
 from lambda_rollouts.sandbox.aws import sandbox_session, seed_demo_function
@@ -186,7 +185,7 @@ async def running_operator(sandbox: SandboxHandle, settings: Settings, operator:
     wiring = Wiring(
         settings=settings,
         backends_factory=backends_factory,
-        connection=ApiConnection(server=sandbox.kube_url),
+        connection=kopf.ConnectionInfo(server=sandbox.kube_url),
     )
     ready = asyncio.Event()
     task = asyncio.create_task(

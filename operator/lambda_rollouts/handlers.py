@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ import kopf
 
 from lambda_rollouts.errors import LambdaRolloutsError
 from lambda_rollouts.hooks import HookDispatcher
-from lambda_rollouts.kube import ApiConnection, EventAbout, HttpStatusWriter, StatusWriter
+from lambda_rollouts.kube import EventAbout, KopfApiWriter, StatusWriter
 from lambda_rollouts.model import ACTION_ANNOTATION, GROUP, PLURAL, VERSION
 from lambda_rollouts.peering import random_priority
 from lambda_rollouts.planner import Event
@@ -97,10 +98,11 @@ class Wiring:
 
     settings: Settings = field(default_factory=Settings)
     backends_factory: Callable[[Settings], Backends] = default_backends
-    writer_factory: Callable[[ApiConnection], StatusWriter] = HttpStatusWriter
+    # Made once Kopf has started, with Kopf's settings: the writer sends through Kopf's client.
+    writer_factory: Callable[[kopf.OperatorSettings], StatusWriter] = KopfApiWriter
     clock_factory: Callable[[], Clock] = LoopClock
-    # None: log in like kubectl does (in-cluster service account, then the kubeconfig).
-    connection: ApiConnection | None = None
+    # None: log in as client-go does (in-cluster service account, then the kubeconfig).
+    connection: kopf.ConnectionInfo | None = None
     # Told about every reconcile (metrics); None: nobody.
     observer: ReconcileObserver | None = None
     # Told why when the operator cannot work at all (no credentials), so the caller can stop it.
@@ -138,52 +140,13 @@ class KubeEventSink:
             )
 
 
-def _to_api_connection(info: kopf.ConnectionInfo) -> ApiConnection:
-    def text(value: Any) -> str | None:
-        return None if value is None else str(value)
-
-    def data(value: str | bytes | None) -> bytes | None:
-        return value.encode() if isinstance(value, str) else value
-
-    return ApiConnection(
-        server=info.server,
-        ca_path=text(info.ca_path),
-        ca_data=data(info.ca_data),
-        insecure=bool(info.insecure),
-        token=info.token,
-        scheme=info.scheme,
-        username=info.username,
-        password=info.password,
-        certificate_path=text(info.certificate_path),
-        certificate_data=data(info.certificate_data),
-        private_key_path=text(info.private_key_path),
-        private_key_data=data(info.private_key_data),
-    )
-
-
-def _to_connection_info(connection: ApiConnection) -> kopf.ConnectionInfo:
-    return kopf.ConnectionInfo(
-        server=connection.server,
-        ca_path=connection.ca_path,
-        ca_data=connection.ca_data,
-        insecure=connection.insecure,
-        token=connection.token,
-        scheme=connection.scheme,
-        username=connection.username,
-        password=connection.password,
-        certificate_path=connection.certificate_path,
-        certificate_data=connection.certificate_data,
-        private_key_path=connection.private_key_path,
-        private_key_data=connection.private_key_data,
-    )
-
-
 class _OperatorState:
     """What lives for the whole operator run: the service, built once Kopf has logged in."""
 
     def __init__(self, wiring: Wiring) -> None:
         self.wiring = wiring
-        self.connection: ApiConnection | None = wiring.connection
+        # Kopf's settings of this run, given at startup; the writer sends with them.
+        self.kopf_settings: kopf.OperatorSettings | None = None
         self._service: RolloutService | None = None
         self._writer: StatusWriter | None = None
         self._backends: Backends | None = None
@@ -208,10 +171,10 @@ class _OperatorState:
     def _built(self) -> tuple[RolloutService, StatusWriter]:
         """The service and its status writer, made together on first use (after the login)."""
         if self._service is None or self._writer is None:
-            if self.connection is None:
-                raise kopf.PermanentError("the operator has no Kubernetes connection to write status with")
+            if self.kopf_settings is None:
+                raise kopf.PermanentError("the operator has not started: no Kubernetes client yet")
             wiring = self.wiring
-            self._writer = wiring.writer_factory(self.connection)
+            self._writer = wiring.writer_factory(self.kopf_settings)
             backends = self._backends = wiring.backends_factory(wiring.settings)
             self._service = RolloutService(
                 settings=wiring.settings,
@@ -236,6 +199,7 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        state.kopf_settings = settings
         configure_persistence(settings)
         settings.posting.level = logging.INFO
         size_worker_threads(wiring.settings)
@@ -249,19 +213,8 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         if wiring.connection is not None:
-            return _to_connection_info(wiring.connection)
-        try:
-            info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise _login_failed(wiring, f"cannot read the Kubernetes credentials: {exc}") from exc
-        if info is None:
-            raise _login_failed(
-                wiring,
-                "no Kubernetes credentials: not running in a cluster, and no kubeconfig "
-                "(set KUBECONFIG or create ~/.kube/config)",
-            )
-        state.connection = _to_api_connection(info)
-        return info
+            return wiring.connection
+        return await login_as_client_go(wiring, **kwargs)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id=WAKE_HANDLER_ID, when=news_for_the_loop)
     async def wake_on_change(body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -422,6 +375,37 @@ def configure_peering(kopf_settings: kopf.OperatorSettings, settings: Settings) 
         peering.name,
         peering.priority,
     )
+
+
+async def login_as_client_go(wiring: Wiring, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Kopf's login through kubernetes_asyncio, the maintained client: in the cluster, its service
+    account (``KUBERNETES_SERVICE_HOST``, the token file, read again at every login); otherwise the
+    kubeconfig (``KUBECONFIG`` or ``~/.kube/config``) in every form it takes: embedded or file
+    certificates, tokens, exec credential plugins (``aws eks get-token``), proxies. Kopf logs in
+    again after a 401, so a rotated or expired token is replaced by a fresh one.
+    """
+    try:
+        return await kopf.login_via_async_client(**kwargs)
+    except kopf.LoginError as exc:
+        raise _login_failed(wiring, _why_no_login(wiring.settings, exc)) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _login_failed(wiring, f"cannot read the Kubernetes credentials: {exc}") from exc
+
+
+def _why_no_login(settings: Settings, exc: kopf.LoginError) -> str:
+    """What the user should fix; the client's own words for a kubeconfig that exists."""
+    paths = [path for path in (settings.kubeconfig or "").split(os.pathsep) if path]
+    missing = [path for path in paths if not os.path.exists(os.path.expanduser(path))]
+    if paths and len(missing) == len(paths):
+        named = ", ".join(missing)
+        return f"cannot read the Kubernetes credentials: KUBECONFIG names {named}, which does not exist"
+    if not paths and not os.path.exists(os.path.expanduser("~/.kube/config")):
+        return (
+            "no Kubernetes credentials: not running in a cluster, and no kubeconfig "
+            "(set KUBECONFIG or create ~/.kube/config)"
+        )
+    cause = exc.__cause__ or exc.__context__
+    return f"cannot log in to Kubernetes with the kubeconfig: {cause or exc}"
 
 
 def _login_failed(wiring: Wiring, message: str) -> kopf.PermanentError:

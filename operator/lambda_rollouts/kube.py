@@ -12,55 +12,43 @@ first and last seen now, count 1, the message cut to 1,024 characters. A rollout
 exists raises ``ObjectGoneError``; any other failure raises ``KubernetesError`` (transient).
 ``RecordingStatusWriter`` is the fake for tests.
 
-Kopf does not offer a public way to patch an object from a long-running daemon whenever we
-choose, so the operator keeps its own small client (``lambda_rollouts.httpclient``: these
-requests are most of a step's cost), authenticated with the same connection details Kopf logged
-in with (``ApiConnection``). Events go through it too: a rollout posts one or two per step, and
-when Kopf posted them (its queue, its API wrapper, aiohttp) they took about a fifth of the
-operator's CPU in an experiment on an earlier release (README, Figures).
+``KopfApiWriter`` sends these requests through Kopf's own API client, the one its watches use:
+the credentials of the operator's login (every kubeconfig form and the in-cluster account, see
+``handlers``), a fresh login after a 401 (a rotated or expired token), proxies, TLS, and its
+retries of 429s, 5xx answers and lost connections, here bounded by ``WRITE_BACKOFFS`` so that a
+long outage comes back to the rollout's own backoff. Kopf offers no public call for patching an
+object from a daemon at a time of our choosing, so this module uses its client module
+(``kopf._cogs.clients.api``) directly; the Kopf version is pinned in ``pyproject.toml`` and the
+real API server tier (``tests/envtest``) runs every path of it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
+import logging
 import socket
-import ssl
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import aiohttp
+import kopf
+from kopf._cogs.clients import api as kopf_api
+from kopf._cogs.clients import errors as kopf_errors
+
 from lambda_rollouts.errors import KubernetesError, ObjectGoneError
-from lambda_rollouts.httpclient import HttpClient, HttpError, HttpResponse
 from lambda_rollouts.model import GROUP, KIND, PLURAL, VERSION
 
 # Who posts the Events (kubectl's "From" column).
 EVENT_SOURCE = "lambda-rollouts"
 # As Kopf and client-go cut them: the API refuses longer messages.
 MAX_EVENT_MESSAGE = 1024
-# Connections to the API server kept by the writer.
-_MAX_CONNECTIONS = 100
+# Kopf's retries of one request (seconds between attempts): an API server restarting or briefly
+# overloaded is waited for; longer trouble fails the request, and the rollout's loop retries later.
+WRITE_BACKOFFS: Sequence[float] = (0.5, 1, 2, 4)
+logger = logging.getLogger(__name__)
 # The Event's reportingInstance: this pod (asked once, not per Event).
 _REPORTING_INSTANCE = socket.gethostname()
-
-
-@dataclass(frozen=True)
-class ApiConnection:
-    server: str
-    ca_path: str | None = None
-    ca_data: bytes | None = None
-    insecure: bool = False
-    token: str | None = None
-    scheme: str | None = None
-    username: str | None = None
-    password: str | None = None
-    certificate_path: str | None = None
-    certificate_data: bytes | None = None
-    private_key_path: str | None = None
-    private_key_data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -120,16 +108,8 @@ def status_merge_patch(status: Mapping[str, Any], previous: Mapping[str, Any]) -
     return {"status": patch}
 
 
-def _status_url(server: str, namespace: str, name: str) -> str:
-    return f"{_object_url(server, namespace, name)}/status"
-
-
-def _object_url(server: str, namespace: str, name: str) -> str:
-    return f"{server.rstrip('/')}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
-
-
-def _events_url(server: str, namespace: str) -> str:
-    return f"{server.rstrip('/')}/api/v1/namespaces/{namespace}/events"
+def _object_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
 
 
 def annotation_removal(key: str, value: str) -> list[dict[str, Any]]:
@@ -138,118 +118,74 @@ def annotation_removal(key: str, value: str) -> list[dict[str, Any]]:
     return [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
 
 
-class HttpStatusWriter:
-    """The real writer over ``HttpClient``. One client per event loop, created lazily."""
+class KopfApiWriter:
+    """The real writer, over Kopf's API client; it works inside the operator's tasks only."""
 
-    def __init__(self, connection: ApiConnection, *, timeout_seconds: float | None = 30.0) -> None:
-        self._connection = connection
-        self._timeout = timeout_seconds
-        self._client: HttpClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._headers_cache: dict[str, str] | None = None
+    def __init__(self, settings: kopf.OperatorSettings, backoffs: Iterable[float] = WRITE_BACKOFFS) -> None:
+        self._settings = settings
+        self._backoffs = tuple(backoffs)
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        connection = self._connection
-        if not connection.server.startswith("https"):
-            return None
-        if connection.insecure:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            cadata = connection.ca_data.decode() if connection.ca_data else None
-            context = ssl.create_default_context(cafile=connection.ca_path, cadata=cadata)
-        if connection.certificate_path or connection.certificate_data:
-            certificate = connection.certificate_path or _temporary_file(connection.certificate_data)
-            key = connection.private_key_path or _temporary_file(connection.private_key_data)
-            context.load_cert_chain(certificate, key)
-        return context
-
-    def _headers(self, content_type: str) -> dict[str, str]:
-        if self._headers_cache is None:
-            connection = self._connection
-            headers = {"Accept": "application/json", "User-Agent": EVENT_SOURCE}
-            if connection.token:
-                headers["Authorization"] = f"{connection.scheme or 'Bearer'} {connection.token}"
-            elif connection.username and connection.password:
-                basic = base64.b64encode(f"{connection.username}:{connection.password}".encode()).decode()
-                headers["Authorization"] = f"Basic {basic}"
-            self._headers_cache = headers
-        return {**self._headers_cache, "Content-Type": content_type}
-
-    def _http(self) -> HttpClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            # As many connections as aiohttp's default allowed before: status writes and Events
-            # of a thousand rollouts shifted at once share them.
-            self._client = HttpClient(
-                ssl_context=self._ssl_context(), max_connections=_MAX_CONNECTIONS, read_timeout=self._timeout
-            )
-            self._client_loop = loop
-        return self._client
-
-    async def _send(
-        self, method: str, url: str, content_type: str, body: Any, what: str, *, resend: bool = False
-    ) -> HttpResponse:
-        payload = json.dumps(body, separators=(",", ":")).encode()
+    async def _send(self, method: str, path: str, content_type: str, body: Any, what: str) -> None:
+        """One request; a 404 of the rollout itself is ``ObjectGoneError``."""
         try:
-            return await self._http().request(
-                method, url, self._headers(content_type), payload, resend=resend
+            response = await kopf_api.request(
+                method,
+                path,
+                payload=body,
+                headers={"Content-Type": content_type},
+                settings=self._settings,
+                backoffs=self._backoffs,
+                logger=logger,
             )
-        except HttpError as exc:
-            raise KubernetesError(f"{what} failed: {exc}") from exc
+            response.release()
+        except kopf_errors.APINotFoundError as exc:
+            if path.startswith(f"/apis/{GROUP}/"):
+                raise ObjectGoneError(f"{what} failed: the LambdaRollout no longer exists") from exc
+            raise KubernetesError(f"{what} failed with HTTP 404: {exc}") from exc
+        except kopf_errors.APIError as exc:
+            raise KubernetesError(f"{what} failed with HTTP {exc.status}: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubernetesError(f"{what} failed: {exc!r}") from exc
 
     async def write_status(
         self, namespace: str, name: str, status: Mapping[str, Any], previous: Mapping[str, Any]
     ) -> None:
-        what = f"writing the status of {namespace}/{name}"
-        url = _status_url(self._connection.server, namespace, name)
         # The whole status in one merge patch: applied twice, it leaves the same status.
-        patch = status_merge_patch(status, previous)
-        response = await self._send("PATCH", url, "application/merge-patch+json", patch, what, resend=True)
-        if response.status == 404:
-            raise ObjectGoneError(f"LambdaRollout {namespace}/{name} no longer exists")
-        if response.status >= 400:
-            raise KubernetesError(f"{what} failed with HTTP {response.status}: {_detail(response)}")
+        await self._send(
+            "patch",
+            f"{_object_path(namespace, name)}/status",
+            "application/merge-patch+json",
+            status_merge_patch(status, previous),
+            f"writing the status of {namespace}/{name}",
+        )
 
     async def take_annotation(self, namespace: str, name: str, key: str, value: str) -> bool:
-        what = f"removing annotation {key} of {namespace}/{name}"
-        url = _object_url(self._connection.server, namespace, name)
-        response = await self._send(
-            "PATCH", url, "application/json-patch+json", annotation_removal(key, value), what
-        )
-        if response.status == 404:
-            raise ObjectGoneError(f"LambdaRollout {namespace}/{name} no longer exists")
-        if response.status in (409, 422):
-            return False  # changed since it was read: the next pass reads it again
-        if response.status >= 400:
-            raise KubernetesError(f"{what} failed with HTTP {response.status}: {_detail(response)}")
+        try:
+            await self._send(
+                "patch",
+                _object_path(namespace, name),
+                "application/json-patch+json",
+                annotation_removal(key, value),
+                f"removing annotation {key} of {namespace}/{name}",
+            )
+        except KubernetesError as exc:
+            changed = (kopf_errors.APIConflictError, kopf_errors.APIUnprocessableEntityError)
+            if isinstance(exc.__cause__, changed):
+                return False  # changed since it was read: the next pass reads it again
+            raise
         return True
 
     async def post_event(self, about: EventAbout, type: str, reason: str, message: str) -> None:
-        what = f"posting the {reason} Event of {about.namespace}/{about.name}"
-        url = _events_url(self._connection.server, about.namespace)
-        body = event_body(about, type, reason, message, datetime.now(UTC))
-        response = await self._send("POST", url, "application/json", body, what)
-        if response.status >= 400:
-            raise KubernetesError(f"{what} failed with HTTP {response.status}: {_detail(response)}")
+        await self._send(
+            "post",
+            f"/api/v1/namespaces/{about.namespace}/events",
+            "application/json",
+            event_body(about, type, reason, message, datetime.now(UTC)),
+            f"posting the {reason} Event of {about.namespace}/{about.name}",
+        )
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-
-def _detail(response: HttpResponse) -> str:
-    return response.body[:500].decode("utf-8", "replace")
-
-
-def _temporary_file(data: bytes | None) -> str:
-    if data is None:
-        raise KubernetesError("a client certificate was given without its key, or the reverse")
-    with tempfile.NamedTemporaryFile(delete=False, suffix=".pem") as handle:
-        handle.write(data)
-        return handle.name
+        pass  # the session is Kopf's
 
 
 class RecordingStatusWriter:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
         default="us-east-1",
         validation_alias=AliasChoices("LAMBDA_ROLLOUTS_DEFAULT_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
     )
+    # Read by the Kubernetes client itself; here only to explain a login that failed.
+    kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")
     # Endpoint override for every AWS service (a local emulator, a VPC endpoint).
     aws_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL")

@@ -24,7 +24,6 @@ from lambda_rollouts.aws.router import AliasRouter
 from lambda_rollouts.crd import build_crd
 from lambda_rollouts.handlers import Wiring, build_registry
 from lambda_rollouts.hooks import FakeHookInvoker, HookInvoker
-from lambda_rollouts.kube import ApiConnection, HttpStatusWriter
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.reconcile import Backends, LoopClock
 from lambda_rollouts.sandbox.kube import EmulatorHandle, run_kubernetes_emulator
@@ -215,9 +214,8 @@ class OperatorRunner:
         wiring = Wiring(
             settings=self.settings,
             backends_factory=lambda _: Backends(router=self.router, metrics=self.metrics, hooks=self.hooks),
-            writer_factory=lambda connection: HttpStatusWriter(connection, timeout_seconds=None),
             clock_factory=lambda: self.clock,
-            connection=ApiConnection(server=self.kube.url),
+            connection=kopf.ConnectionInfo(server=self.kube.url),
         )
         operator_settings = kopf.OperatorSettings()
         # Kopf SIGKILLs a cancelled operator after this long; fast-forwarded time would get there.

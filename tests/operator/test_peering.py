@@ -42,7 +42,7 @@ from kopf._core.engines import peering as kopf_peering
 from lambda_rollouts.aws.fake import FakeLambda
 from lambda_rollouts.cli import main
 from lambda_rollouts.handlers import Wiring, build_registry, configure_peering
-from lambda_rollouts.kube import ApiConnection, EventAbout, HttpStatusWriter, StatusWriter
+from lambda_rollouts.kube import EventAbout, KopfApiWriter, StatusWriter
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.peering import (
     CLUSTER_PEERING_PLURAL,
@@ -217,11 +217,11 @@ class Replica:
         wiring = Wiring(
             settings=settings,
             backends_factory=lambda _: Backends(router=self.router),
-            writer_factory=lambda connection: AttributedWriter(
-                self.name, HttpStatusWriter(connection, timeout_seconds=None), self.fleet.ledger
+            writer_factory=lambda kopf_settings: AttributedWriter(
+                self.name, KopfApiWriter(kopf_settings), self.fleet.ledger
             ),
             clock_factory=lambda: self.fleet.clock,
-            connection=ApiConnection(server=self.fleet.kube.url),
+            connection=kopf.ConnectionInfo(server=self.fleet.kube.url),
         )
         operator_settings = kopf.OperatorSettings()
         # Kopf SIGKILLs a cancelled operator after this long; fast-forwarded time would get there.

@@ -26,9 +26,8 @@ def test_run_without_kubernetes_credentials_exits_with_an_actionable_message(tmp
     missing = tmp_path / "no-such-kubeconfig"
     result = CliRunner().invoke(main, ["run"], env={"KUBECONFIG": str(missing), "HOME": str(tmp_path)})
     assert result.exit_code == 1
-    assert (
-        f"cannot read the Kubernetes credentials: [Errno 2] No such file or directory: '{missing}'"
-        in result.output
+    assert f"cannot read the Kubernetes credentials: KUBECONFIG names {missing}, which does not exist" in (
+        result.output
     )
 
 

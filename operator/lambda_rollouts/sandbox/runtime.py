@@ -28,7 +28,6 @@ import kopf
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
 from lambda_rollouts.crd import build_crd
 from lambda_rollouts.handlers import Wiring, build_registry, default_backends
-from lambda_rollouts.kube import ApiConnection
 from lambda_rollouts.reconcile import Backends
 from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
 from lambda_rollouts.sandbox.kube import KubernetesApiEmulator, run_kubernetes_emulator
@@ -63,7 +62,7 @@ def operator_wiring(
         return backends
 
     return Wiring(
-        settings=settings, backends_factory=backends_factory, connection=ApiConnection(server=kube_url)
+        settings=settings, backends_factory=backends_factory, connection=kopf.ConnectionInfo(server=kube_url)
     )
 
 

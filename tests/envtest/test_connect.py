@@ -1,0 +1,290 @@
+"""The operator connects to a real API server the ways clusters hand out credentials, and under
+``deploy/``'s RBAC only: a canary goes from start to Healthy with its status written at every step
+and its Events posted, and the authorizer refused the operator nothing.
+
+(a) a kubeconfig with every certificate embedded (``*-data``: kind, EKS, GKE); (b) a kubeconfig
+with file paths; (c) the ServiceAccount of ``deploy/`` with a TokenRequest token; (d) an exec
+credential plugin (as ``aws eks get-token``); (e) in the cluster (the service-account files and
+``KUBERNETES_SERVICE_*``), with its token rotated and the old one invalidated mid-rollout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session
+
+from .apiserver import ApiServer
+from .harness import (
+    REGION,
+    OperatorProcess,
+    audit_denials,
+    get_rollout,
+    phase_is,
+    rollout_manifest,
+    unique,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_ACCOUNT_USER = "system:serviceaccount:lambda-rollouts:lambda-rollouts"
+CERT_USER = "lambda-rollouts-operator"
+
+
+@pytest.fixture(scope="module")
+def deployed(apiserver: ApiServer) -> ApiServer:
+    """``kubectl apply -k deploy/``, plus the same ClusterRole bound to a certificate user."""
+    apiserver.kubectl("apply", "-k", str(ROOT / "deploy"))
+    apiserver.kubectl(
+        "create",
+        "clusterrolebinding",
+        "lambda-rollouts-cert-user",
+        "--clusterrole=lambda-rollouts",
+        f"--user={CERT_USER}",
+    )
+    return apiserver
+
+
+def alias_of(aws: MotoSandbox, function: str) -> tuple[str, dict[str, float]]:
+    client = sandbox_session(REGION).client("lambda", region_name=REGION, endpoint_url=aws.endpoint_url)
+    alias = client.get_alias(FunctionName=function, Name="live")
+    return alias["FunctionVersion"], dict(
+        (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    )
+
+
+def run_canary(
+    server: ApiServer,
+    aws: MotoSandbox,
+    operator: OperatorProcess,
+    namespace: str,
+    function: str,
+    *,
+    mid_rollout: Callable[[str], None] | None = None,
+) -> None:
+    """Apply a canary, see every step's status, its Events and the alias promoted; then delete it.
+
+    With ``mid_rollout``, the canary waits at 10% (an indefinite pause) until ``mid_rollout(name)``
+    has promoted it.
+    """
+    name = unique("canary")
+    pause: dict[str, str] = {} if mid_rollout is not None else {"duration": "4s"}
+    steps = [{"setWeight": 10}, {"pause": pause}, {"setWeight": 50}, {"pause": {"duration": "4s"}}]
+    manifest = rollout_manifest(name, namespace, function, steps=steps)
+    server.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    wait_for(
+        server,
+        namespace,
+        name,
+        lambda body: (body or {}).get("status", {}).get("canaryWeight") == 10,
+        what="weight 10 in status",
+        operator=operator,
+        timeout=60,
+    )
+    assert alias_of(aws, function) == ("1", {"2": 0.1})
+    if mid_rollout is not None:
+        mid_rollout(name)
+    wait_for(
+        server,
+        namespace,
+        name,
+        lambda body: (body or {}).get("status", {}).get("canaryWeight") == 50,
+        what="weight 50 in status",
+        operator=operator,
+        timeout=60,
+    )
+    body = wait_for(
+        server, namespace, name, phase_is("Healthy"), what="Healthy", operator=operator, timeout=60
+    )
+    assert body is not None
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    assert alias_of(aws, function) == ("2", {})
+    events = server.kubectl("events", "-n", namespace, "--for", f"lambdarollout/{name}", "-o", "json")
+    reasons = [item["reason"] for item in json.loads(events.stdout)["items"]]
+    assert reasons.count("WeightSet") >= 2, reasons
+    assert "Succeeded" in reasons, reasons
+    server.kubectl("delete", "lambdarollout", name, "-n", namespace, "--timeout=60s")
+    assert get_rollout(server, namespace, name) is None
+
+
+def test_a_kubeconfig_with_embedded_certificates(
+    deployed: ApiServer,
+    aws: MotoSandbox,
+    namespace: str,
+    function: dict[str, str],
+    operators: Callable[..., OperatorProcess],
+) -> None:
+    credential = deployed.pki.client(CERT_USER)
+    operator = operators(
+        deployed.kubeconfig_data("embedded", credential), args=["--standalone", "-n", namespace]
+    )
+    run_canary(deployed, aws, operator, namespace, function["function_name"])
+    assert audit_denials(deployed, CERT_USER) == []
+
+
+def test_b_kubeconfig_with_file_paths(
+    deployed: ApiServer,
+    aws: MotoSandbox,
+    namespace: str,
+    function: dict[str, str],
+    operators: Callable[..., OperatorProcess],
+) -> None:
+    credential = deployed.pki.client(CERT_USER)
+    operator = operators(
+        deployed.kubeconfig_paths("paths", credential), args=["--standalone", "-n", namespace]
+    )
+    run_canary(deployed, aws, operator, namespace, function["function_name"])
+    assert audit_denials(deployed, CERT_USER) == []
+
+
+def test_c_the_service_account_of_deploy_under_rbac_cluster_wide_with_peering(
+    deployed: ApiServer,
+    aws: MotoSandbox,
+    namespace: str,
+    function: dict[str, str],
+    operators: Callable[..., OperatorProcess],
+) -> None:
+    token = deployed.service_account_token("lambda-rollouts", "lambda-rollouts")
+    # As deploy/ runs it: cluster-wide, peering through the ClusterKopfPeering of deploy/.
+    operator = operators(deployed.kubeconfig_token("service-account", token), args=[])
+    run_canary(deployed, aws, operator, namespace, function["function_name"])
+    assert audit_denials(deployed, SERVICE_ACCOUNT_USER) == []
+
+
+def test_d_an_exec_credential_plugin(
+    deployed: ApiServer,
+    aws: MotoSandbox,
+    namespace: str,
+    function: dict[str, str],
+    operators: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    token = deployed.service_account_token("lambda-rollouts", "lambda-rollouts")
+    calls = tmp_path / "plugin-calls"
+    plugin = tmp_path / "get-token"
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "kind": "ExecCredential",
+        "status": {"token": token},
+    }
+    plugin.write_text(f"#!/bin/sh\necho called >> {calls}\ncat <<'EOF'\n{json.dumps(credential)}\nEOF\n")
+    plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
+    kubeconfig = deployed.kubeconfig_exec("exec", str(plugin))
+    operator = operators(kubeconfig, args=["--standalone", "-n", namespace])
+    run_canary(deployed, aws, operator, namespace, function["function_name"])
+    assert calls.read_text().count("called") >= 1
+    assert audit_denials(deployed, SERVICE_ACCOUNT_USER) == []
+
+
+def test_e_in_cluster_with_the_token_rotated_mid_rollout(
+    deployed: ApiServer,
+    aws: MotoSandbox,
+    namespace: str,
+    function: dict[str, str],
+    operators: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    """The kubelet's projected token, rotated: the files replaced, the old token made invalid.
+
+    The operator runs in a mount namespace of its own in which the test's directory is mounted at
+    ``/var/run/secrets/kubernetes.io/serviceaccount``, as in a pod.
+    """
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.fail("this test needs unshare(1) and root (a private mount namespace for the operator)")
+    secrets = tmp_path / "serviceaccount"
+    secrets.mkdir()
+    first_secret, second_secret = unique("token-a"), unique("token-b")
+    for secret in (first_secret, second_secret):
+        deployed.kubectl("create", "secret", "generic", secret, "-n", "lambda-rollouts")
+    write_token_files(
+        secrets,
+        deployed,
+        deployed.service_account_token("lambda-rollouts", "lambda-rollouts", bound_secret=first_secret),
+    )
+    mount_point = "/var/run/secrets/kubernetes.io/serviceaccount"
+    wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f"mount -t tmpfs tmpfs /run && mkdir -p {mount_point}"
+        f' && mount --bind "$0" {mount_point} && exec "$@"',
+        str(secrets),
+    ]
+    operator = operators(
+        None,
+        args=["--standalone", "-n", namespace],
+        wrapper=wrapper,
+        env={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(deployed.port)},
+    )
+
+    old_token = (secrets / "token").read_text()
+
+    def rotate_then_promote(name: str) -> None:
+        write_token_files(
+            secrets,
+            deployed,
+            deployed.service_account_token("lambda-rollouts", "lambda-rollouts", bound_secret=second_secret),
+        )
+        # The old token dies with the Secret it is bound to (once the API server's token cache,
+        # 10 s, has let it go): from then on its every use is a 401.
+        deployed.kubectl("delete", "secret", first_secret, "-n", "lambda-rollouts")
+        wait_until_refused(deployed, old_token)
+        # The operator learns of the action through its open watch, then writes with a dead token.
+        promoted = deployed.kubectl(
+            "lambdarollout", "promote", name, "-n", namespace, "--wait=60s", check=False
+        )
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr + operator.log()
+
+    run_canary(deployed, aws, operator, namespace, function["function_name"], mid_rollout=rotate_then_promote)
+    assert audit_denials(deployed, SERVICE_ACCOUNT_USER) == []
+    new_token = (secrets / "token").read_text()
+    assert credential_ids(deployed, SERVICE_ACCOUNT_USER) >= {token_id(old_token), token_id(new_token)}
+
+
+def wait_until_refused(server: ApiServer, token: str, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    with server.session(token=token) as session:
+        while time.monotonic() < deadline:
+            if session.get(f"{server.url}/api", timeout=5).status_code == 401:
+                return
+            time.sleep(0.5)
+    raise AssertionError(f"the old token still works after {timeout}s")
+
+
+def token_id(token: str) -> str:
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return f"JTI={claims['jti']}"
+
+
+def credential_ids(server: ApiServer, user: str) -> set[str]:
+    """The credentials (token ids) that ``user`` was authenticated with, from the audit log."""
+    ids = set()
+    for line in server.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if (event.get("user") or {}).get("username") == user:
+            ids.update(event["user"].get("extra", {}).get("authentication.kubernetes.io/credential-id", []))
+    return ids
+
+
+def write_token_files(directory: Path, server: ApiServer, token: str) -> None:
+    """As the kubelet does: the new files written aside, then swapped in by one rename."""
+    staging = directory / ".staging"
+    staging.mkdir(exist_ok=True)
+    (staging / "token").write_text(token)
+    (staging / "ca.crt").write_bytes(server.pki.ca_pem)
+    (staging / "namespace").write_text("lambda-rollouts")
+    for name in ("token", "ca.crt", "namespace"):
+        os.replace(staging / name, directory / name)
