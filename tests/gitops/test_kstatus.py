@@ -1,21 +1,17 @@
-"""Flux's view of LambdaRollouts: kstatus over the statuses the operator writes in a whole lifecycle.
+"""Flux's view of LambdaRollouts: kstatus, the real library, over the statuses the operator writes.
 
 A Flux Kustomization with ``wait: true`` waits until every object it applied is Current in kstatus
 terms, fails its health check as soon as one is Failed (Flux 2.1 and later), and times out while
-one stays InProgress. ``kstatus`` below implements the rules that apply to a LambdaRollout, as
-written in sigs.k8s.io/cli-utils ``pkg/kstatus/status`` (``Compute`` in status.go, ``checkGenericProperties``
-and ``checkGeneration`` in generic.go, ``checkReadyCondition``; documented in pkg/kstatus/README.md,
-"Conditions" and "The Ready Condition"); Flux uses them through its fork, fluxcd/cli-utils:
+one stays InProgress. Every verdict here is kstatus's own: ``status.Compute`` of
+sigs.k8s.io/cli-utils ``pkg/kstatus/status``, run by the Go program of ``tools/go/kstatus``
+(``kstatus_go.py``) over the objects that the real planner's statuses make in whole lifecycles
+(``lifecycle.py``). Objects are judged in batches, one run of the program per batch.
 
-1. ``metadata.deletionTimestamp`` set: Terminating.
-2. ``metadata.generation`` and ``status.observedGeneration`` both set and different: InProgress
-   (reason LatestGenerationNotObserved). No ``observedGeneration``: this check is skipped.
-3. The first condition, in list order, that is ``Reconciling=True`` gives InProgress, or that is
-   ``Stalled=True`` gives Failed; the message is the condition's.
-4. (Built-in kinds have type-specific rules here; a LambdaRollout has none.)
-5. The first ``Ready`` condition: ``True`` gives Current; ``False`` or ``Unknown`` gives InProgress
-   with its message.
-6. Otherwise Current ("Resource is current"): no status, or no known conditions.
+What kstatus reads of a custom resource (its first test pins it on hand-made objects, so the others
+test the operator only): ``metadata.deletionTimestamp`` (Terminating); a ``status.observedGeneration``
+that differs from ``metadata.generation`` (InProgress, LatestGenerationNotObserved); the first
+``Reconciling=True`` (InProgress) or ``Stalled=True`` (Failed) condition, with its message; then the
+first ``Ready`` condition (True: Current; False or Unknown: InProgress); otherwise Current.
 """
 
 from __future__ import annotations
@@ -25,115 +21,124 @@ from typing import Any
 import pytest
 
 from lambda_rollouts.errors import VersionNotFoundError
-from lambda_rollouts.model import Phase, Reason, RolloutStatus
+from lambda_rollouts.model import API_VERSION, KIND, Phase, Reason, RolloutStatus
 from lambda_rollouts.planner import build_conditions
 
+from .kstatus_go import CURRENT, FAILED, IN_PROGRESS, TERMINATING, KstatusError, Verdict, judge, judge_one
 from .lifecycle import ERROR_RATE, T0, Run, drive, rollout_object, spec_of, traffic
 
-CURRENT, IN_PROGRESS, FAILED, TERMINATING = "Current", "InProgress", "Failed", "Terminating"
+NOT_OBSERVED = "LatestGenerationNotObserved"
+# The first judgement builds tools/go/kstatus when it is not cached yet: about a minute of CPU.
+pytestmark = pytest.mark.timeout(600)
 
 
-def kstatus(body: dict[str, Any]) -> tuple[str, str]:
-    """(status, message) of a custom resource without type-specific rules, as kstatus computes them."""
-    metadata = body.get("metadata") or {}
-    if metadata.get("deletionTimestamp"):
-        return TERMINATING, "Resource scheduled for deletion"
-    status = body.get("status") or {}
-    generation = metadata.get("generation")
-    observed = status.get("observedGeneration")
-    if generation is not None and observed is not None and observed != generation:
-        return IN_PROGRESS, (
-            f"{body['kind']} generation is {generation}, but latest observed generation is {observed}"
-        )
-    conditions = status.get("conditions") or []
-    for condition in conditions:
-        if condition.get("type") == "Reconciling" and condition.get("status") == "True":
-            return IN_PROGRESS, condition.get("message", "")
-        if condition.get("type") == "Stalled" and condition.get("status") == "True":
-            return FAILED, condition.get("message", "")
-    for condition in conditions:
-        if condition.get("type") != "Ready":
-            continue
-        if condition.get("status") == "True":
-            return CURRENT, "Resource is Ready"
-        if condition.get("status") in ("False", "Unknown"):
-            return IN_PROGRESS, condition.get("message", "")
-    return CURRENT, "Resource is current"
+def deleted(body: dict[str, Any]) -> dict[str, Any]:
+    """The object as the API server serves it once deleted while the operator's finalizer holds it."""
+    metadata = {
+        **body["metadata"],
+        "deletionTimestamp": "2026-01-01T18:00:00Z",
+        "finalizers": ["lambda.rollouts.dev/finalizer"],
+    }
+    return {**body, "metadata": metadata}
 
 
-def test_the_rules_as_written() -> None:
-    # The rules on their own, on hand-made objects, so the lifecycle below tests the operator only.
-    def body(status: dict[str, Any] | None, **metadata: Any) -> dict[str, Any]:
-        return {"kind": "LambdaRollout", "metadata": {"generation": 2, **metadata}, "status": status}
+def test_what_kstatus_reads_of_a_custom_resource() -> None:
+    def body(status: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
+        made: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": "checkout-api", "namespace": "default", "generation": 2, **metadata},
+        }
+        if status is not None:
+            made["status"] = status
+        return made
 
-    def condition(kind: str, value: str) -> dict[str, str]:
-        return {"type": kind, "status": value, "message": f"{kind} {value}"}
+    def conditions(*pairs: tuple[str, str]) -> dict[str, Any]:
+        return {
+            "conditions": [
+                {"type": kind, "status": value, "reason": f"{kind}Is{value}", "message": f"{kind} {value}"}
+                for kind, value in pairs
+            ]
+        }
 
-    assert kstatus(body(None, deletionTimestamp="2026-01-01T00:00:00Z")) == (
-        TERMINATING,
-        "Resource scheduled for deletion",
-    )
-    assert kstatus(body({"observedGeneration": 1})) == (
-        IN_PROGRESS,
-        "LambdaRollout generation is 2, but latest observed generation is 1",
-    )
-    assert kstatus(body(None)) == (CURRENT, "Resource is current")
-    assert kstatus(body({"conditions": [condition("Ready", "True")]})) == (CURRENT, "Resource is Ready")
-    assert kstatus(body({"conditions": [condition("Ready", "False")]})) == (IN_PROGRESS, "Ready False")
-    assert kstatus(body({"conditions": [condition("Ready", "Unknown")]})) == (IN_PROGRESS, "Ready Unknown")
-    both = [condition("Ready", "True"), condition("Stalled", "True"), condition("Reconciling", "True")]
-    assert kstatus(body({"conditions": both})) == (FAILED, "Stalled True")
+    stalled = conditions(("Ready", "True"), ("Stalled", "True"), ("Reconciling", "True"))
+    objects = [
+        body(deletionTimestamp="2026-01-01T00:00:00Z"),
+        body({"observedGeneration": 1, **stalled}),
+        body(),
+        body(conditions(("Ready", "True"))),
+        body(conditions(("Ready", "False"))),
+        body(conditions(("Ready", "Unknown"))),
+        body(stalled),
+        body(conditions(("Reconciling", "True"), ("Stalled", "True"))),
+        body(conditions(("Reconciling", "False"), ("Stalled", "False"))),
+    ]
+    assert judge(objects) == [
+        (TERMINATING, "Resource scheduled for deletion", ""),
+        (IN_PROGRESS, "LambdaRollout generation is 2, but latest observed generation is 1", NOT_OBSERVED),
+        (CURRENT, "Resource is current", ""),
+        (CURRENT, "Resource is Ready", ""),
+        (IN_PROGRESS, "Ready False", "ReadyIsFalse"),
+        (IN_PROGRESS, "Ready Unknown", "ReadyIsUnknown"),
+        # The first of Reconciling=True and Stalled=True in list order decides, before Ready.
+        (FAILED, "Stalled True", "StalledIsTrue"),
+        (IN_PROGRESS, "Reconciling True", "ReconcilingIsTrue"),
+        # Both False and no Ready: nothing says otherwise.
+        (CURRENT, "Resource is current", ""),
+    ]
+
+
+def test_an_object_kstatus_cannot_read_is_an_error_that_names_it() -> None:
+    good = rollout_object(spec_of(), None, 1)
+    with pytest.raises(KstatusError, match="object 1 is not a Kubernetes object"):
+        judge([good, {"metadata": {"name": "no-kind"}}])
+    odd = {**good, "metadata": {**good["metadata"], "generation": "two"}}
+    with pytest.raises(KstatusError, match=r"object 0: looking up metadata\.generation"):
+        judge([odd])
 
 
 def _statuses(run: Run, since: int = 0) -> list[tuple[float, str]]:
     """kstatus after each pass from pass number ``since``, with consecutive repeats dropped."""
+    passes = run.passes[since:]
+    verdicts = judge([run.object(status) for _, status in passes])
     seen: list[tuple[float, str]] = []
-    for at, status in run.passes[since:]:
-        state, _ = kstatus(run.object(status))
-        if not seen or seen[-1][1] != state:
-            seen.append((at, state))
+    for (at, _), verdict in zip(passes, verdicts, strict=True):
+        if not seen or seen[-1][1] != verdict.status:
+            seen.append((at, verdict.status))
     return seen
 
 
 def test_a_whole_lifecycle() -> None:
     # A canary of version 2 that succeeds.
     run = drive(Run(spec_of(analysis=ERROR_RATE)), until=3600)
-    assert [kstatus(run.object(status)) for _, status in run.passes] == [
-        (IN_PROGRESS, "step 1/3: set weight 10% on version 2"),
-        (IN_PROGRESS, "step 2/3: pause 5m (5m left)"),
-        (IN_PROGRESS, "step 2/3: pause 5m (4m left)"),
-        (IN_PROGRESS, "step 2/3: pause 5m (3m left)"),
-        (IN_PROGRESS, "step 2/3: pause 5m (2m left)"),
-        (IN_PROGRESS, "step 2/3: pause 5m (1m left)"),
-        (IN_PROGRESS, "step 3/3: set weight 50% on version 2"),
-        (CURRENT, "Resource is Ready"),
+    progressing = Reason.PROGRESSING
+    assert judge([run.object(status) for _, status in run.passes]) == [
+        (IN_PROGRESS, "step 1/3: set weight 10% on version 2", progressing),
+        (IN_PROGRESS, "step 2/3: pause 5m (5m left)", progressing),
+        (IN_PROGRESS, "step 2/3: pause 5m (4m left)", progressing),
+        (IN_PROGRESS, "step 2/3: pause 5m (3m left)", progressing),
+        (IN_PROGRESS, "step 2/3: pause 5m (2m left)", progressing),
+        (IN_PROGRESS, "step 2/3: pause 5m (1m left)", progressing),
+        (IN_PROGRESS, "step 3/3: set weight 50% on version 2", progressing),
+        (CURRENT, "Resource is Ready", ""),
     ]
 
     # A commit asks for version 3: until the operator has seen it, kstatus must not keep
     # reporting the Current of version 2.
     run.change_spec(version="3")
-    assert kstatus(run.object()) == (
-        IN_PROGRESS,
-        "LambdaRollout generation is 2, but latest observed generation is 1",
-    )
+    unseen_3 = run.object()
     # Version 3 fails its analysis at 10% and is rolled back: Failed, with the operator's message.
     mark = len(run.passes)
     drive(run, start=4000, until=8000, read=traffic(invocations=400, errors=50))
     assert _statuses(run, mark) == [(4000, IN_PROGRESS), (4060, FAILED)]
-    assert kstatus(run.object()) == (
-        FAILED,
-        "analysis failed: error-rate of version 3 was 12.5%, above max 1%; rolled back to version 2",
-    )
+    rolled_back = run.object()
     # It stays Failed while nothing changes (the operator holds a rolled-back rollout).
     drive(run, start=8000, until=8000)
-    assert kstatus(run.object())[0] == FAILED
+    held = run.object()
 
     # The fix is committed as version 4: InProgress at once, then Current when it is promoted.
     run.change_spec(version="4")
-    assert kstatus(run.object()) == (
-        IN_PROGRESS,
-        "LambdaRollout generation is 3, but latest observed generation is 2",
-    )
+    unseen_4 = run.object()
     mark = len(run.passes)
     drive(run, start=9000, until=12000)
     assert _statuses(run, mark) == [(9000, IN_PROGRESS), (9300, CURRENT)]
@@ -142,14 +147,34 @@ def test_a_whole_lifecycle() -> None:
     # Version 5 with spec.paused: held, which kstatus reports as InProgress (Reconciling=True).
     run.change_spec(version="5", paused=True)
     drive(run, start=13000, until=14000)
-    assert kstatus(run.object()) == (IN_PROGRESS, "paused by spec.paused at step 1/3 with 0% on version 5")
+    paused = run.object()
 
     # An abort (the manual action) mid-rollout is Failed like a rollback.
     run.change_spec(paused=False)
     drive(run, start=15000, until=15000)
-    assert kstatus(run.object()) == (IN_PROGRESS, "step 2/3: pause 5m (5m left)")
+    resumed = run.object()
     drive(run, start=15100, until=15100, action="abort")
-    assert kstatus(run.object()) == (FAILED, "aborted by request; rolled back to version 4")
+    aborted = run.object()
+
+    assert judge([unseen_3, rolled_back, held, unseen_4, paused, resumed, aborted, deleted(aborted)]) == [
+        (IN_PROGRESS, "LambdaRollout generation is 2, but latest observed generation is 1", NOT_OBSERVED),
+        (
+            FAILED,
+            "analysis failed: error-rate of version 3 was 12.5%, above max 1%; rolled back to version 2",
+            Reason.ANALYSIS_FAILED,
+        ),
+        (
+            FAILED,
+            "analysis failed: error-rate of version 3 was 12.5%, above max 1%; rolled back to version 2",
+            Reason.ANALYSIS_FAILED,
+        ),
+        (IN_PROGRESS, "LambdaRollout generation is 3, but latest observed generation is 2", NOT_OBSERVED),
+        (IN_PROGRESS, "paused by spec.paused at step 1/3 with 0% on version 5", Reason.PAUSED_BY_SPEC),
+        (IN_PROGRESS, "step 2/3: pause 5m (5m left)", progressing),
+        (FAILED, "aborted by request; rolled back to version 4", Reason.ABORTED),
+        # Deleted while the finalizer holds it: Terminating, whatever the status says.
+        (TERMINATING, "Resource scheduled for deletion", ""),
+    ]
 
 
 def test_an_indefinite_pause_is_in_progress_until_promoted() -> None:
@@ -157,14 +182,18 @@ def test_an_indefinite_pause_is_in_progress_until_promoted() -> None:
     run = drive(Run(spec_of(strategy={"canary": {"steps": steps}})), until=3600)
     assert run.status.phase == Phase.PAUSED
     assert _statuses(run) == [(0, IN_PROGRESS)]
+    assert judge_one(run.object()) == Verdict(
+        IN_PROGRESS, "step 2/2: paused until promoted, 10% on version 2", Reason.PAUSED_BY_STEP
+    )
 
 
 def test_a_pre_flight_failure_is_failed() -> None:
     error = VersionNotFoundError("version 9 of function checkout-api does not exist")
     run = drive(Run(spec_of(version="9")), until=0, preflight_error=error)
-    assert kstatus(run.object()) == (
+    assert judge_one(run.object()) == (
         FAILED,
         "version 9 of function checkout-api does not exist; retrying in 5s",
+        Reason.VERSION_NOT_FOUND,
     )
 
 
@@ -178,10 +207,15 @@ EXPECTED = {
 
 @pytest.mark.parametrize("phase", list(Phase))
 def test_every_reason_in_every_phase(phase: Phase) -> None:
+    objects = []
     for reason in Reason:
         conditions = build_conditions([], phase=phase, reason=reason, message="m", generation=4, now=T0)
         status = RolloutStatus(observed_generation=4, phase=phase, message="m", conditions=conditions)
-        assert kstatus(rollout_object(spec_of(), status, 4))[0] == EXPECTED[phase], reason
+        objects.append(rollout_object(spec_of(), status, 4))
+    verdicts = judge(objects)
+    assert {reason: verdict.status for reason, verdict in zip(Reason, verdicts, strict=True)} == {
+        reason: EXPECTED[phase] for reason in Reason
+    }
 
 
 def test_a_rollout_nobody_has_seen_yet_is_current_unless_status_defaults_observed_generation() -> None:
@@ -190,12 +224,11 @@ def test_a_rollout_nobody_has_seen_yet_is_current_unless_status_defaults_observe
     # finish waiting before the operator has looked at it. Flux's own CRDs avoid this with a
     # schema default of status.observedGeneration: -1; with it, kstatus waits for the operator.
     created = rollout_object(spec_of(), None, 1)
-    assert kstatus(created) == (CURRENT, "Resource is current")
     defaulted = {**created, "status": {"observedGeneration": -1}}
-    assert kstatus(defaulted) == (
-        IN_PROGRESS,
-        "LambdaRollout generation is 1, but latest observed generation is -1",
-    )
+    assert judge([created, defaulted]) == [
+        (CURRENT, "Resource is current", ""),
+        (IN_PROGRESS, "LambdaRollout generation is 1, but latest observed generation is -1", NOT_OBSERVED),
+    ]
 
 
 # -- what a Kustomization with wait: true makes of it ------------------------------------------------
@@ -204,18 +237,16 @@ def test_a_rollout_nobody_has_seen_yet_is_current_unless_status_defaults_observe
 def flux_wait(run: Run, *, applied_at: float, timeout: float) -> tuple[str, float]:
     """How a wait on this one rollout ends: ("Ready" | "Failed" | "TimedOut", seconds after apply).
 
-    A model of Flux's wait over the snapshots the operator wrote: Current ends it successfully,
-    Failed ends it at once (Flux 2.1+ fails fast), anything else until ``timeout`` times it out.
+    A model of Flux's wait over the snapshots the operator wrote, each judged by kstatus: Current
+    ends it successfully, Failed ends it at once (Flux 2.1+ fails fast), anything else until
+    ``timeout`` times it out.
     """
-    for at, status in run.passes:
-        if at < applied_at:
-            continue
-        if at - applied_at > timeout:
-            break
-        state, _ = kstatus(run.object(status))
-        if state == CURRENT:
+    window = [(at, status) for at, status in run.passes if applied_at <= at <= applied_at + timeout]
+    verdicts = judge([run.object(status) for _, status in window])
+    for (at, _), verdict in zip(window, verdicts, strict=True):
+        if verdict.status == CURRENT:
             return "Ready", at - applied_at
-        if state == FAILED:
+        if verdict.status == FAILED:
             return "Failed", at - applied_at
     return "TimedOut", timeout
 
