@@ -5,13 +5,15 @@ The corpus in tests/corpus holds LambdaRollout manifests: every one in good.yaml
 CRD schema and ``RolloutSpec.parse``; every one in bad.yaml must fail both, at the field its
 ``corpus.lambda.rollouts.dev/field`` annotation names, except those marked
 ``corpus.lambda.rollouts.dev/level: operator``, which the CRD admits and only the model rejects
-(bad.yaml's header describes every annotation).
+(bad.yaml's header describes every annotation). tests/envtest/test_corpus.py sends the same corpus
+to kube-apiserver and holds the sandbox's errors to the server's.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from lambda_rollouts.model import (
     BuiltinMetric,
     CanaryStep,
     CanaryStrategy,
+    ChatNotification,
     CheckResult,
     Condition,
     ConfirmHook,
@@ -57,18 +60,23 @@ from lambda_rollouts.model import (
     MetricDimension,
     MetricIdentity,
     MetricStat,
+    Notification,
     PauseStep,
+    PendingNotification,
     Phase,
     Preset,
     QueryCheck,
     RolloutSpec,
     RolloutStatus,
+    SecretKeyRef,
     Strategy,
     Verdict,
     VersionFrom,
+    WebhookNotification,
 )
 from lambda_rollouts.sandbox.schema import (
     BLOCKED_RULES_DETAIL,
+    OMIT,
     ErrorType,
     check_object,
     check_status,
@@ -313,8 +321,9 @@ def test_rule_failures_are_worded_as_the_model_words_them() -> None:
     checked = 0
     for manifest in BAD:
         for error in check_object(CRD, manifest):
-            match = re.fullmatch(r'Invalid value: "object": (.*)', error.body)
-            if match is None:
+            # A rule that fails on an object shows no value (kube-apiserver 1.35+).
+            match = re.fullmatch(r"Invalid value: (.*)", error.body)
+            if error.type != ErrorType.INVALID or error.value is not OMIT or match is None:
                 continue
             with pytest.raises(SpecError) as raised:
                 RolloutSpec.parse(manifest["spec"])
@@ -330,7 +339,7 @@ def test_one_of_rules_say_what_the_model_says() -> None:
     for manifest in (neither, _rollout(versionFrom=found)):
         with pytest.raises(SpecError, match=re.escape(f"spec: {VERSION_MESSAGE}")):
             RolloutSpec.parse(manifest["spec"])
-        assert validate_object(CRD, manifest) == [f'spec: Invalid value: "object": {VERSION_MESSAGE}']
+        assert validate_object(CRD, manifest) == [f"spec: Invalid value: {VERSION_MESSAGE}"]
     neither["spec"]["versionFrom"] = found
     assert validate_object(CRD, neither) == []
     assert RolloutSpec.parse(neither["spec"]).version_from == VersionFrom(code_sha256=found["codeSha256"])
@@ -339,7 +348,7 @@ def test_one_of_rules_say_what_the_model_says() -> None:
     with pytest.raises(SpecError, match=re.escape(STEP_MESSAGE)):
         RolloutSpec.parse(_rollout(strategy={"canary": {"steps": [{}]}})["spec"])
     assert validate_object(CRD, _rollout(strategy={})) == [
-        f'spec.strategy: Invalid value: "object": {STRATEGY_MESSAGE}'
+        f"spec.strategy: Invalid value: {STRATEGY_MESSAGE}"
     ]
 
 
@@ -358,6 +367,71 @@ def test_crd_is_stricter_than_the_model_about_json_types() -> None:
     for field, manifest in cases.items():
         errors = check_object(CRD, manifest)
         assert [(e.type, e.field) for e in errors[:1]] == [(ErrorType.TYPE_INVALID, field)]
+
+
+def _canary_weight(weight: float) -> dict[str, Any]:
+    return _rollout(strategy={"canary": {"steps": [{"setWeight": weight}]}})
+
+
+def _linear_weight(weight: float) -> dict[str, Any]:
+    return _rollout(strategy={"linear": {"stepWeight": weight, "interval": "1m"}})
+
+
+def test_a_float_weight_gets_the_same_answer_from_the_crd_and_the_model() -> None:
+    # Many JSON clients send 10.0 for 10: both admit it, as the weight 10; neither admits 10.5.
+    for manifest in (_canary_weight(10.0), _linear_weight(10.0)):
+        assert validate_object(CRD, manifest) == []
+    canary = RolloutSpec.parse(_canary_weight(10.0)["spec"]).strategy.canary
+    linear = RolloutSpec.parse(_linear_weight(10.0)["spec"]).strategy.linear
+    assert canary is not None
+    assert linear is not None
+    assert (repr(canary.steps[0].set_weight), repr(linear.step_weight)) == ("10", "10")
+
+    assert validate_object(CRD, _canary_weight(10.5)) == [
+        "spec.strategy.canary.steps[0].setWeight: Invalid value: 10.5: "
+        "spec.strategy.canary.steps[0].setWeight in body should be a multiple of 1"
+    ]
+    assert validate_object(CRD, _linear_weight(10.5)) == [
+        'spec.strategy.linear.stepWeight: Invalid value: "number": '
+        'spec.strategy.linear.stepWeight in body must be of type integer: "number"',
+        '<nil>: Invalid value: "": Checked value must be of type integer (default format) in '
+        "spec.strategy.linear.stepWeight",
+        BLOCKED,
+    ]
+    fractional = "Input should be a valid integer, got a number with a fractional part"
+    for manifest, field in (
+        (_canary_weight(10.5), "spec.strategy.canary.steps.0.setWeight"),
+        (_linear_weight(10.5), "spec.strategy.linear.stepWeight"),
+    ):
+        with pytest.raises(SpecError, match=re.escape(f"{field}: {fractional}")):
+            RolloutSpec.parse(manifest["spec"])
+
+
+def _nodes_with_rules(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if node.get("x-kubernetes-validations"):
+        yield path, node
+    for key, sub in node.get("properties", {}).items():
+        yield from _nodes_with_rules(sub, f"{path}.{key}")
+    if "items" in node:
+        yield from _nodes_with_rules(node["items"], f"{path}[]")
+
+
+def test_rules_read_no_integer_field() -> None:
+    # kube-apiserver hands CEL an integer field that holds a JSON float (10.0, which the schema
+    # admits) as an error, and every rule that reads the field fails, has() included; a field that
+    # rules read is therefore a whole number (a number with multipleOf 1).
+    read: dict[str, str] = {}
+    for path, node in _nodes_with_rules(version_schema(CRD), ""):
+        for rule in node["x-kubernetes-validations"]:
+            for expression in (rule["rule"], rule.get("messageExpression", "")):
+                for chain in re.findall(r"\bself((?:\.\w+)+)", expression):
+                    field, sub = path, node
+                    for name in chain.strip(".").split("."):
+                        field, sub = f"{field}.{name}", sub["properties"][name]
+                        read[field] = sub["type"]
+    assert "integer" not in read.values(), read
+    assert read[".spec.strategy.canary.steps[].setWeight"] == "number"
+    assert _schema_at(*_STEP, "setWeight")["multipleOf"] == 1
 
 
 def test_unknown_fields_are_pruned_before_the_model_sees_them() -> None:
@@ -415,6 +489,12 @@ MODEL_NODES: list[tuple[type[BaseModel], str, tuple[str, ...]]] = [
     (Hook, "spec", ("hooks", "beforeAllowTraffic")),
     (Hook, "spec", ("hooks", "afterAllowTraffic")),
     (ConfirmHook, "spec", ("hooks", "confirmPromotion")),
+    (Notification, "spec", ("notifications", "[]")),
+    (WebhookNotification, "spec", ("notifications", "[]", "webhook")),
+    (SecretKeyRef, "spec", ("notifications", "[]", "webhook", "secretRef")),
+    (ChatNotification, "spec", ("notifications", "[]", "slack")),
+    (ChatNotification, "spec", ("notifications", "[]", "teams")),
+    (SecretKeyRef, "spec", ("notifications", "[]", "teams", "webhookSecretRef")),
     (RolloutStatus, "status", ()),
     (AnalysisStatus, "status", ("analysis",)),
     (AnalysisStatus, "status", ("stepAnalysis",)),
@@ -423,6 +503,7 @@ MODEL_NODES: list[tuple[type[BaseModel], str, tuple[str, ...]]] = [
     (HookStatus, "status", ("hooks", "[]")),
     (LastAction, "status", ("lastAction",)),
     (DriftStatus, "status", ("drift",)),
+    (PendingNotification, "status", ("pendingNotifications", "[]")),
     (Condition, "status", ("conditions", "[]")),
 ]
 
@@ -453,7 +534,16 @@ _CONSTRAINTS = (
     "minItems",
     "maxItems",
     "enum",
+    "multipleOf",
 )
+
+
+def _as_the_model_declares(node: dict[str, Any]) -> dict[str, Any]:
+    """A whole number of the CRD (a number with multipleOf 1, which CEL reads as 10 or 10.0 alike) is
+    the model's integer (which pydantic's lax mode reads as 10 or 10.0 alike, never 10.5)."""
+    if node.get("type") == "number" and node.get("multipleOf") == 1:
+        return {**{key: value for key, value in node.items() if key != "multipleOf"}, "type": "integer"}
+    return node
 
 
 def _openapi_v3_bounds(node: dict[str, Any]) -> dict[str, Any]:
@@ -476,6 +566,7 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 
 def _compare(crd: dict[str, Any], model: dict[str, Any], defs: dict[str, Any], path: str) -> list[str]:
     model = _openapi_v3_bounds(_resolve(model, defs))
+    crd = _as_the_model_declares(crd)
     differences = [
         f"{path}: {key} is {crd.get(key)!r} in the CRD, {model.get(key)!r} in the model"
         for key in _CONSTRAINTS
@@ -566,6 +657,8 @@ def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
             result=ActionResult.APPLIED,
             message="paused at step 2/4",
             at="2025-01-01T10:01:00.000000Z",
+            step_index=1,
+            version="42",
         ),
         resolved_version="42",
         resolved_from="codeSha256 Mx+yMFRqL9kJFHS9BGugOKKhUwbHGCwBT4wCOOjakXc=",
@@ -575,6 +668,22 @@ def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
             since="2025-01-01T10:02:00.000000Z",
             previous_phase=Phase.PROGRESSING,
         ),
+        pending_notifications=[
+            PendingNotification(
+                id="5f0c2d8e9a1b4c3d5e6f708192a3b4c5",
+                reason="AnalysisFailed",
+                type="Warning",
+                message="analysis failed: error-rate was 2.5%; rolled back to version 41",
+                at="2025-01-01T10:05:00.000000Z",
+                function_name="checkout-api",
+                alias="live",
+                phase="Degraded",
+                stable_version="41",
+                canary_version="42",
+                canary_weight=0.0,
+                subscriptions=["slack-0123456789ab"],
+            )
+        ],
     ).to_wire()
     # Every field is set, nested ones included, so pruning any of them would show.
     assert set(status) == _aliases(RolloutStatus)
@@ -583,6 +692,7 @@ def test_status_written_by_the_operator_is_kept_and_admitted() -> None:
     assert set(status["hooks"][0]) == _aliases(HookStatus)
     assert set(status["lastAction"]) == _aliases(LastAction)
     assert set(status["drift"]) == _aliases(DriftStatus)
+    assert set(status["pendingNotifications"][0]) == _aliases(PendingNotification)
     manifest = {**_rollout(), "status": status}
     assert prune_object(CRD, manifest)["status"] == status
     assert unknown_fields(CRD, manifest) == []
@@ -713,7 +823,8 @@ def test_printer_columns() -> None:
         ("Weight", "number", ".status.canaryWeight", 0),
         ("Phase", "string", ".status.phase", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
-        ("Step", "integer", ".status.currentStepIndex", 1),
+        # Counted from 1, as the messages count the steps (status.step).
+        ("Step", "string", ".status.step", 1),
         ("Message", "string", ".status.message", 1),
     ]
 
@@ -791,8 +902,8 @@ def test_nested_paths_and_list_indexes() -> None:
         'spec.strategy.canary.steps[3].pause.duration: Invalid value: "5 minutes": '
         "spec.strategy.canary.steps[3].pause.duration in body should match "
         "'^([0-9]+(\\.[0-9]+)?(ms|h|m|s))+$'",
-        f'spec.strategy.canary.steps[1]: Invalid value: "object": {STEP_MESSAGE}',
-        f'spec.strategy.canary.steps[2]: Invalid value: "object": {STEP_MESSAGE}',
+        f"spec.strategy.canary.steps[1]: Invalid value: {STEP_MESSAGE}",
+        f"spec.strategy.canary.steps[2]: Invalid value: {STEP_MESSAGE}",
     ]
     assert validate_object(CRD, _rollout(strategy={"canary": {"steps": []}})) == [
         "spec.strategy.canary.steps: Invalid value: 0: "
@@ -804,7 +915,7 @@ def test_value_errors_do_not_hold_back_the_rules_but_shape_errors_do() -> None:
     # A pattern error leaves the object's shape intact, so the CEL rules still run.
     assert validate_object(CRD, _rollout(version="abc", strategy={})) == [
         "spec.version: Invalid value: \"abc\": spec.version in body should match '^[0-9]+$'",
-        f'spec.strategy: Invalid value: "object": {STRATEGY_MESSAGE}',
+        f"spec.strategy: Invalid value: {STRATEGY_MESSAGE}",
     ]
     # A type error does not: the rules are skipped and the API server says so.
     assert validate_object(CRD, _rollout(paused="yes", strategy={})) == [
@@ -896,7 +1007,13 @@ WIDGET_CRD: dict[str, Any] = {
                                         "minimum": 0,
                                     },
                                     "big": {"type": "number", "maximum": 1000},
-                                    "text": {"type": "string", "pattern": "^[a-z]*$"},
+                                    "text": {
+                                        "type": "string",
+                                        "pattern": "^[a-z]*$",
+                                        "x-kubernetes-validations": [
+                                            {"rule": "self != 'forbidden'", "message": "not that word"}
+                                        ],
+                                    },
                                     "maybe": {"type": "string", "nullable": True},
                                     "mode": {"type": "string", "enum": ["fast", "slow"], "default": "fast"},
                                     "when": {"type": "string", "format": "date-time"},
@@ -982,10 +1099,38 @@ def test_rule_options_message_expression_reason_field_path_and_root() -> None:
     manifest = _widget(count=4, maybe="never", tags=["x"])
     manifest["metadata"]["name"] = "gadget"
     assert validate_object(WIDGET_CRD, manifest) == [
-        '<nil>: Invalid value: "object": name must start with w-',
-        'spec: Invalid value: "object": count 4: no ratio',
+        "<nil>: Invalid value: name must start with w-",
+        "spec: Invalid value: count 4: no ratio",
         "spec.maybe: Forbidden: never is not allowed",
-        'spec: Invalid value: "object": failed rule: !has(self.tags) || self.tags.size() != 1',
+        "spec: Invalid value: failed rule: !has(self.tags) || self.tags.size() != 1",
+    ]
+
+
+def test_cel_reads_a_float_in_an_integer_field_as_an_error() -> None:
+    # kube-apiserver decodes JSON's 4.0 as a float64, which the schema admits in an integer field
+    # but CEL cannot read as an int: the rule fails to evaluate, unless || absorbs the error.
+    rule = "!has(self.count) || self.count <= 3 || has(self.ratio)"
+    assert validate_object(WIDGET_CRD, _widget(count=4.0)) == [
+        f'spec: Invalid value: "object": invalid data, expected int, got float64 evaluating rule: {rule}'
+    ]
+    assert validate_object(WIDGET_CRD, _widget(count=4.0, ratio=1.0)) == []
+    assert validate_object(WIDGET_CRD, _widget(count=4)) == ["spec: Invalid value: count 4: no ratio"]
+
+
+def test_a_rule_on_a_scalar_shows_the_value() -> None:
+    assert validate_object(WIDGET_CRD, _widget(text="forbidden")) == [
+        'spec.text: Invalid value: "forbidden": not that word'
+    ]
+
+
+def test_a_string_reports_its_first_failure_only() -> None:
+    # maxLength, then minLength, then pattern: kube-openapi stops at the first.
+    assert validate_object(CRD, _rollout(alias="")) == [
+        'spec.alias: Invalid value: "": spec.alias in body should be at least 1 chars long'
+    ]
+    assert validate_object(CRD, _rollout(alias="1" * 129)) == [
+        "spec.alias: Too long: may not be more than 128 bytes",
+        BLOCKED,
     ]
 
 

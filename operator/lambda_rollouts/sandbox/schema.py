@@ -14,8 +14,19 @@ Contract:
   Like the API server it skips the CEL rules, adding its ``<nil>: Invalid value: null: some
   validation rules were not checked ...`` error, once a type, required, enum or size error makes
   the object unfit for them. It checks ``obj`` exactly as given: prune first to see what a create
-  would store. ``validate_status(crd, status)`` checks the ``status`` subtree alone, as a write to
-  the status subresource needs. An empty list means the object is admitted.
+  would store. The wording is kube-apiserver 1.36's, checked against it (tests/envtest):
+  - a rule that fails on an object or an array shows no value (``spec: Invalid value: set exactly
+    one of ...``, since 1.35); on a scalar it shows the value; a rule that cannot be evaluated
+    shows the node's type (``Invalid value: "object": <why> evaluating rule: <message>``);
+  - a string reports only the first of its maxLength, minLength and pattern errors;
+  - an integer field holding a non-integral JSON number also gets kube-openapi's range error at
+    ``<nil>`` (``Checked value must be of type integer (default format) in <path>``);
+  - CEL reads an integer field that holds a JSON float (``10.0``: the schema admits it) as an
+    error, ``invalid data, expected int, got float64``, which fails the rules that read it (a
+    ``has()`` test included) and which ``||`` and ``&&`` absorb as CEL does.
+  The API server validates the properties of an object in Go's random map order; the order of the
+  errors here is the schema's. ``validate_status(crd, status)`` checks the ``status`` subtree
+  alone, as a write to the status subresource needs. An empty list means the object is admitted.
 - ``check_object`` and ``check_status`` return the same errors as ``FieldError`` values;
   ``invalid_status`` turns them into the 422 ``Status`` body the API server answers with.
 - The schema is that of the version named by the object's ``apiVersion`` (or ``version=``),
@@ -50,7 +61,7 @@ import re2
 import yaml
 from celpy import celtypes
 from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError
+from celpy.evaluation import CELEvalError, Evaluator
 
 __all__ = [
     "OMIT",
@@ -575,34 +586,49 @@ def _validate(schema: Schema, value: Json, path: str, errors: list[FieldError]) 
 
 
 def _validate_string(schema: Schema, value: str, path: str, errors: list[FieldError]) -> None:
+    # kube-openapi's string validator stops at the first failure: maxLength, minLength, pattern.
+    pattern = schema.get("pattern")
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         errors.append(_too_long(path, schema["maxLength"]))
-    if "minLength" in schema and len(value) < schema["minLength"]:
+    elif "minLength" in schema and len(value) < schema["minLength"]:
         errors.append(
             _invalid(path, value, f"{path} in body should be at least {schema['minLength']} chars long")
         )
-    pattern = schema.get("pattern")
-    if pattern is not None and _regex(pattern).search(value) is None:
+    elif pattern is not None and _regex(pattern).search(value) is None:
         errors.append(_invalid(path, value, f"{path} in body should match '{pattern}'"))
     check = _FORMATS.get(schema.get("format", ""))
     if check is not None and not check(value):
         errors.append(_type_invalid(path, schema["format"], value))
 
 
+_INTEGER_RANGES: Final = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+def _integer_range_error(schema: Schema, value: float, path: str) -> FieldError | None:
+    """kube-openapi's check that an integer field's value converts to an int64 (or int32) without loss.
+
+    Its error is a plain one, so the API server reports it at the root (``<nil>``) with an empty value.
+    """
+    if schema.get("type") != "integer" or not isinstance(value, float):
+        return None
+    fmt = schema.get("format", "")
+    low, high = _INTEGER_RANGES.get(fmt, _INTEGER_RANGES["int64"])
+    if math.isfinite(value) and value.is_integer() and low <= value <= high:
+        return None
+    kind = f"with format {fmt}" if fmt in _INTEGER_RANGES else "(default format)"
+    return _invalid("<nil>", "", f"Checked value must be of type integer {kind} in {path}")
+
+
 def _validate_number(schema: Schema, value: float, path: str, errors: list[FieldError]) -> None:
+    # kube-openapi's order: the type's range, then multipleOf, minimum, maximum.
+    range_error = _integer_range_error(schema, value, path)
+    if range_error is not None:
+        errors.append(range_error)
     factor = schema.get("multipleOf")
     if factor is not None and factor > 0:
         quotient = value / factor
         if not (math.isfinite(quotient) and float(quotient).is_integer()):
             errors.append(_invalid(path, value, f"{path} in body should be a multiple of {_limit(factor)}"))
-    if "maximum" in schema:
-        top = schema["maximum"]
-        if schema.get("exclusiveMaximum") and value >= top:
-            errors.append(_invalid(path, value, f"{path} in body should be less than {_limit(top)}"))
-        elif value > top:
-            errors.append(
-                _invalid(path, value, f"{path} in body should be less than or equal to {_limit(top)}")
-            )
     if "minimum" in schema:
         bottom = schema["minimum"]
         if schema.get("exclusiveMinimum") and value <= bottom:
@@ -610,6 +636,14 @@ def _validate_number(schema: Schema, value: float, path: str, errors: list[Field
         elif value < bottom:
             errors.append(
                 _invalid(path, value, f"{path} in body should be greater than or equal to {_limit(bottom)}")
+            )
+    if "maximum" in schema:
+        top = schema["maximum"]
+        if schema.get("exclusiveMaximum") and value >= top:
+            errors.append(_invalid(path, value, f"{path} in body should be less than {_limit(top)}"))
+        elif value > top:
+            errors.append(
+                _invalid(path, value, f"{path} in body should be less than or equal to {_limit(top)}")
             )
 
 
@@ -700,13 +734,48 @@ def _unique(values: list[Json], path: str, errors: list[FieldError], key: Any) -
 # ---------------------------------------------------------------------------------------------
 # x-kubernetes-validations: CEL rules, with ``self`` bound to the node that carries them.
 
-_ENVIRONMENT: Final = celpy.Environment()
+
+class _InvalidDataError(CELEvalError):
+    """A field whose JSON value CEL cannot read as its schema's type (a float in an integer field)."""
+
+
+class _Evaluator(Evaluator):
+    """celpy's evaluator, except that ``has()`` of an unreadable field is an error, not false.
+
+    cel-go's ``has()`` converts the field's value, as kube-apiserver's unstructured values do on
+    every access, so the conversion error is the result; ``||`` and ``&&`` absorb it as usual.
+    """
+
+    def macro_has_eval(self, exprlist: Any) -> Any:
+        [value] = self.visit_children(exprlist)
+        if isinstance(value, _InvalidDataError):
+            return value
+        return celtypes.BoolType(not isinstance(value, CELEvalError))
+
+
+class _Runner(celpy.InterpretedRunner):
+    def evaluate(self, context: Any) -> Any:
+        return _Evaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
+
+
+def _absorbing(operation: Any) -> Any:
+    def apply(left: Any, right: Any) -> Any:
+        # Two errors: cel-go's result is the left one, where celpy's operators raise a TypeError.
+        if isinstance(left, CELEvalError) and isinstance(right, CELEvalError):
+            return left
+        return operation(left, right)
+
+    return apply
+
+
+_ENVIRONMENT: Final = celpy.Environment(runner_class=_Runner)
+_LOGICAL: Final = {"_||_": _absorbing(celtypes.logical_or), "_&&_": _absorbing(celtypes.logical_and)}
 _OLD_SELF: Final = re.compile(r"\boldSelf\b")
 
 
 @functools.lru_cache(maxsize=512)
 def _program(expression: str) -> Any:
-    return _ENVIRONMENT.program(_ENVIRONMENT.compile(expression))
+    return _ENVIRONMENT.program(_ENVIRONMENT.compile(expression), functions=_LOGICAL)
 
 
 def _to_cel(value: Json, schema: Schema | None, *, is_root: bool = False) -> Any:
@@ -716,7 +785,11 @@ def _to_cel(value: Json, schema: Schema | None, *, is_root: bool = False) -> Any
     if isinstance(value, bool):
         return celtypes.BoolType(value)
     if isinstance(value, int | float):
-        is_double = isinstance(value, float) or (schema or {}).get("type") == "number"
+        declared = (schema or {}).get("type")
+        if declared == "integer" and isinstance(value, float):
+            # What kube-apiserver's UnstructuredToVal answers: JSON's 10.0 decodes as a float64.
+            return _InvalidDataError("invalid data, expected int, got float64")
+        is_double = isinstance(value, float) or declared == "number"
         return celtypes.DoubleType(value) if is_double else celtypes.IntType(value)
     if isinstance(value, str):
         return _string_to_cel(value, (schema or {}).get("format"))
@@ -758,8 +831,10 @@ def _evaluate_rules(
     node_type = schema.get("type", "")
     if rules:
         activation = {"self": _to_cel(value, schema, is_root=is_root)}
+        # Since 1.35 a failed rule shows the value of a scalar only, not the type of an object or array.
+        shown = OMIT if node_type in ("object", "array") else value
         for rule in rules:
-            _evaluate_rule(rule, activation, node_type, path, errors)
+            _evaluate_rule(rule, activation, node_type, shown, path, errors)
     if isinstance(value, dict):
         properties: dict[str, Schema] = schema.get("properties", {})
         extra = _additional(schema)
@@ -774,7 +849,12 @@ def _evaluate_rules(
 
 
 def _evaluate_rule(
-    rule: dict[str, Any], activation: dict[str, Any], node_type: str, path: str, errors: list[FieldError]
+    rule: dict[str, Any],
+    activation: dict[str, Any],
+    node_type: str,
+    shown: Json,
+    path: str,
+    errors: list[FieldError],
 ) -> None:
     expression = str(rule.get("rule", "")).strip()
     if not expression or _OLD_SELF.search(expression):
@@ -806,9 +886,9 @@ def _evaluate_rule(
     elif reason == "FieldValueRequired":
         errors.append(_required(target, detail))
     elif reason == "FieldValueDuplicate":
-        errors.append(FieldError(ErrorType.DUPLICATE, target, node_type))
+        errors.append(FieldError(ErrorType.DUPLICATE, target, shown))
     else:
-        errors.append(_invalid(target, node_type, detail))
+        errors.append(_invalid(target, shown, detail))
 
 
 def _message_expression(expression: str, activation: dict[str, Any]) -> str:
