@@ -17,7 +17,7 @@ import pytest
 from lambda_rollouts.sandbox.aws import MotoSandbox, seed_demo_function
 
 from .apiserver import ApiServer, assets_dir
-from .harness import REGION, OperatorProcess, unique
+from .harness import CERT_USER, REGION, AliasWrites, OperatorProcess, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = (ROOT / "crds" / "lambdarollouts.yaml", ROOT / "deploy" / "crds" / "clusterkopfpeerings.yaml")
@@ -42,6 +42,20 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 
 
 @pytest.fixture(scope="package")
+def deployed(apiserver: ApiServer) -> ApiServer:
+    """``kubectl apply -k deploy/``, plus the same ClusterRole bound to a certificate user."""
+    apiserver.kubectl("apply", "-k", str(ROOT / "deploy"))
+    apiserver.kubectl(
+        "create",
+        "clusterrolebinding",
+        "lambda-rollouts-cert-user",
+        "--clusterrole=lambda-rollouts",
+        f"--user={CERT_USER}",
+    )
+    return apiserver
+
+
+@pytest.fixture(scope="package")
 def aws() -> Iterator[MotoSandbox]:
     with MotoSandbox() as sandbox:
         yield sandbox
@@ -58,6 +72,13 @@ def namespace(apiserver: ApiServer) -> str:
 def function(aws: MotoSandbox) -> dict[str, str]:
     """A function of the test's own: versions 1 and 2, alias ``live`` on 1."""
     return seed_demo_function(aws.endpoint_url, REGION, name=unique("fn"))
+
+
+@pytest.fixture
+def alias_writes(aws: MotoSandbox) -> Iterator[AliasWrites]:
+    """Every alias write that moto accepts during the test, whoever sent it."""
+    with AliasWrites() as writes:
+        yield writes
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session
 
 from .apiserver import ApiServer
 from .harness import (
+    CERT_USER,
     REGION,
     OperatorProcess,
     audit_denials,
@@ -35,23 +36,7 @@ from .harness import (
     wait_for,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICE_ACCOUNT_USER = "system:serviceaccount:lambda-rollouts:lambda-rollouts"
-CERT_USER = "lambda-rollouts-operator"
-
-
-@pytest.fixture(scope="module")
-def deployed(apiserver: ApiServer) -> ApiServer:
-    """``kubectl apply -k deploy/``, plus the same ClusterRole bound to a certificate user."""
-    apiserver.kubectl("apply", "-k", str(ROOT / "deploy"))
-    apiserver.kubectl(
-        "create",
-        "clusterrolebinding",
-        "lambda-rollouts-cert-user",
-        "--clusterrole=lambda-rollouts",
-        f"--user={CERT_USER}",
-    )
-    return apiserver
 
 
 def alias_of(aws: MotoSandbox, function: str) -> tuple[str, dict[str, float]]:
@@ -155,7 +140,9 @@ def test_c_the_service_account_of_deploy_under_rbac_cluster_wide_with_peering(
 ) -> None:
     token = deployed.service_account_token("lambda-rollouts", "lambda-rollouts")
     # As deploy/ runs it: cluster-wide, peering through the ClusterKopfPeering of deploy/.
-    operator = operators(deployed.kubeconfig_token("service-account", token), args=[])
+    operator = operators(
+        deployed.kubeconfig_token("service-account", token), args=["--peering", "lambda-rollouts"]
+    )
     run_canary(deployed, aws, operator, namespace, function["function_name"])
     assert audit_denials(deployed, SERVICE_ACCOUNT_USER) == []
 
