@@ -4,9 +4,9 @@ Run: ``python benchmarks/crash_launcher.py run`` with the same arguments as ``la
 ``python benchmarks/crash_launcher.py --fork-server`` to start operators on request, each forked
 from one process that has already imported them (see ``serve_forks``). Either way it installs
 botocore handlers for ``UpdateAlias`` (``before-parameter-build`` and ``after-call``) on every
-boto3 session the operator creates (clients inherit their session's handlers), wraps
-``LambdaHttpClient.call`` (the operator's Lambda transport) with the same handlers, then hands
-over to ``lambda_rollouts.cli:main``. The package itself is not changed.
+boto3 session the operator creates (clients inherit their session's handlers: every AWS call of
+the operator is a botocore call), then hands over to ``lambda_rollouts.cli:main``. The package
+itself is not changed.
 
 Before every ``UpdateAlias`` is sent, one JSON line goes to the file named by ``CRASH_SUITE_LOG``
 (appended and fsynced): ``{"kind": "sent", ...}`` with what the operator asks for. After every
@@ -23,10 +23,10 @@ Every status write is logged too, just before it is sent (``status-write``).
 The fault points: after a successful ``UpdateAlias``, with probability
 ``CRASH_SUITE_KILL_AFTER_WRITE_P`` (``..._AFTER_FULL_WRITE_P`` when the write left no routing: a
 promotion or a rollback), the handler logs a ``kill`` line (point ``after-alias-write``) and sends
-SIGKILL to its own process. It runs right after the HTTP answer is parsed (on the event loop with
-the HTTP transport, in the worker thread that made the call with botocore's): the alias has
-changed and the rollout's status has not been written. That is the moment a crash is most likely
-to make an operator repeat or skip a step. And before a promotion or rollback is sent, with probability
+SIGKILL to its own process. It runs right after the HTTP answer is parsed, in the worker thread
+that made the call: the alias has changed and the rollout's status has not been written. That is
+the moment a crash is most likely to make an operator repeat or skip a step. And before a
+promotion or rollback is sent, with probability
 ``CRASH_SUITE_KILL_BEFORE_FULL_WRITE_P`` (point ``before-alias-write``): for a rollback, the
 status saying so is already written (the operator writes it ahead), the alias not yet. Every
 probability defaults to 0; ``CRASH_SUITE_SEED`` seeds the draws (one seed per launch).
@@ -178,25 +178,6 @@ def install(recorder: AliasWriteRecorder) -> None:
     # The operator builds its session inside the package (AwsClients); patching the class is the
     # only hook that reaches it without changing the package.
     setattr(boto3.session.Session, "__init__", init)  # noqa: B010 - mypy refuses a method assignment
-    install_http(recorder)
-
-
-def install_http(recorder: AliasWriteRecorder) -> None:
-    """The same handlers around ``LambdaHttpClient.call``, the operator's Lambda transport."""
-    from lambda_rollouts.aws.lambda_http import LambdaHttpClient
-
-    original_call = LambdaHttpClient.call
-
-    async def call(client: Any, operation: str, region: str, role_arn: str | None, **params: Any) -> Any:
-        recorder.working()
-        if operation == "UpdateAlias":
-            recorder.sent(params)
-        answer = await original_call(client, operation, region, role_arn, **params)
-        if operation == "UpdateAlias":
-            recorder.written(answer)  # errors are raised: only successes come back
-        return answer
-
-    setattr(LambdaHttpClient, "call", call)  # noqa: B010 - as in ``install``
 
 
 def record_status_writes(log_path: str) -> None:

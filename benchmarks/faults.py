@@ -5,7 +5,9 @@ Run: ``.venv/bin/python benchmarks/faults.py [--rollouts 30] [--rate 0.25] [--se
 Starts the local sandbox without its operator (the Kubernetes API emulator and moto as a server,
 in this process), seeds ``--rollouts`` functions ``faults-00``... (versions 1 and 2, alias ``live``
 on 1), and runs the real operator in-process with its own wiring: the AWS backends of
-``default_backends``, whose ``AwsClients`` get a ``FaultInjector`` (``--rate`` of the HTTP attempts
+``default_backends``, whose boto3 session names moto's endpoint in its configuration (as the
+sandbox's does) and carries a ``FaultInjector`` (botocore ``before-send`` handlers that every
+client of the session inherits: ``--rate`` of the HTTP attempts
 to Lambda, CloudWatch and STS answered with a throttle, a 500/503, a 409 on writes, a connection
 reset or a read timeout, chosen by ``--seed``) and pace requests as configured
 (``--requests-per-second``, ``--burst``; CloudWatch at the settings' defaults). Failed reconciles
@@ -50,10 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import kopf
 
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
-from lambda_rollouts.aws.faults import ALL_KINDS, FaultInjector
 from lambda_rollouts.handlers import Wiring, build_registry, default_backends
 from lambda_rollouts.model import GROUP, PLURAL, VERSION
 from lambda_rollouts.reconcile import Backends
@@ -61,6 +63,7 @@ from lambda_rollouts.sandbox.aws import sandbox_session, seed_demo_function
 from lambda_rollouts.sandbox.demo import Traffic
 from lambda_rollouts.sandbox.runtime import SandboxHandle, open_sandbox
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.testing.faults import ALL_KINDS, FaultInjector
 
 ROLLOUTS_URL = f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
 STABLE, NEW = "1", "2"
@@ -156,7 +159,6 @@ class Operator:
 def operator_settings(sandbox: SandboxHandle, arguments: argparse.Namespace) -> Settings:
     return Settings(
         LAMBDA_ROLLOUTS_DEFAULT_REGION=sandbox.region,
-        LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=sandbox.aws_endpoint_url,
         retry_initial_delay_seconds=1,
         retry_max_delay_seconds=10,
         aws_requests_per_second=arguments.requests_per_second,
@@ -172,13 +174,16 @@ def operator_settings(sandbox: SandboxHandle, arguments: argparse.Namespace) -> 
 async def running_operator(sandbox: SandboxHandle, settings: Settings, operator: Operator) -> Any:
     """The real operator in this loop, its AWS clients faulted by ``operator.injector``."""
 
+    def faulty_session() -> boto3.session.Session:
+        # The one session of the operator's AwsClients, which serve the router, the metric
+        # provider and the hooks alike: its clients all inherit the injector's handlers.
+        session = sandbox_session(sandbox.region, endpoint_url=sandbox.aws_endpoint_url)
+        operator.injector.register(session)
+        return session
+
     def backends_factory(settings: Settings) -> Backends:
-        backends = default_backends(
-            settings, lambda: sandbox_session(sandbox.region), on_aws_call=operator.observe
-        )
+        backends = default_backends(settings, faulty_session, on_aws_call=operator.observe)
         assert isinstance(backends.router, BotoAliasRouter)
-        # The router's AwsClients serve the metric provider and the hooks too: one install covers all.
-        operator.injector.install(backends.router.clients)
         operator.routers.append(backends.router)
         return backends
 

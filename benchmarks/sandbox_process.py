@@ -1,11 +1,11 @@
 """The sandbox in a process of its own, for the benchmarks that run the operator as a real process.
 
-``start_sandbox`` runs ``lambda-rollouts sandbox --no-operator`` (the Kubernetes API emulator and
-moto) with its output in ``log_path`` (a file: a pipe nobody drains would block it once full),
-waits until it prints its exports, and returns the process with its kubeconfig, Kubernetes API
-URL and AWS endpoint. ``command`` replaces the ``lambda-rollouts`` executable (a launcher that
-profiles it, say). A sandbox that does not start within a minute is killed, and the error carries
-its output.
+``start_sandbox`` runs ``lambda-rollouts sandbox --no-operator --traffic 0`` (the Kubernetes API
+emulator and moto, without background traffic) with its output in ``log_path`` (a file: a pipe
+nobody drains would block it once full), waits until it prints its exports, and returns the
+process with its kubeconfig, Kubernetes API URL and AWS endpoint. ``command`` replaces the
+``lambda-rollouts`` executable (a launcher that profiles it, say). A sandbox that does not start
+within a minute is killed, and the error carries its output.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ async def start_sandbox(
             *program,
             "sandbox",
             "--no-operator",
+            # No background traffic: the benchmarks' functions get only the calls they measure.
+            "--traffic",
+            "0",
             "--kube-port",
             "0",
             "--aws-port",

@@ -47,12 +47,8 @@ Register = Callable[..., None]
 Answer = Callable[..., tuple[AWSResponse, dict[str, Any]]]
 
 
-def settings(endpoint_url: str | None = None, session_seconds: int = 3600) -> Settings:
-    return Settings(
-        LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION,
-        LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=endpoint_url,
-        assume_role_session_seconds=session_seconds,
-    )
+def settings(session_seconds: int = 3600) -> Settings:
+    return Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, assume_role_session_seconds=session_seconds)
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +317,8 @@ async def test_list_versions_follows_next_marker_page_by_page(router: BotoAliasR
     )
     assert (versions[4].state, versions[4].last_update_status) == ("Pending", "InProgress")
     assert versions[0].dead_letter_target_arn is None
-    assert router.calls == {"ListVersionsByFunction": 3}
+    # The first paced call of the operator's own credentials asks STS for their account, once.
+    assert router.calls == {"GetCallerIdentity": 1, "ListVersionsByFunction": 3}
 
 
 async def test_list_versions_stops_at_a_repeated_marker(router: BotoAliasRouter) -> None:
@@ -337,7 +334,7 @@ async def test_list_versions_stops_at_a_repeated_marker(router: BotoAliasRouter)
         with pytest.raises(AwsError, match="NextMarker 'again' came back a second time"):
             await router.list_versions(TARGET)
         stubber.assert_no_pending_responses()
-    assert router.calls == {"ListVersionsByFunction": 2}
+    assert router.calls == {"GetCallerIdentity": 1, "ListVersionsByFunction": 2}
 
 
 @pytest.mark.parametrize(
@@ -371,7 +368,7 @@ async def test_list_versions_fails_on_any_page(router: BotoAliasRouter) -> None:
         with pytest.raises(ThrottledError):
             await router.list_versions(TARGET)
         stubber.assert_no_pending_responses()
-    assert router.calls == {"ListVersionsByFunction": 2}
+    assert router.calls == {"GetCallerIdentity": 1, "ListVersionsByFunction": 2}
 
 
 async def test_an_empty_listing_is_settled_by_the_existence_probe(router: BotoAliasRouter) -> None:
@@ -379,10 +376,11 @@ async def test_an_empty_listing_is_settled_by_the_existence_probe(router: BotoAl
     missing = Target(function_name="no-such-function", alias="live", region=REGION)
     with pytest.raises(FunctionNotFoundError):
         await router.list_versions(missing)
-    assert router.calls == {"ListVersionsByFunction": 1, "GetFunctionConfiguration": 1}
+    probed = {"GetCallerIdentity": 1, "GetFunctionConfiguration": 1}
+    assert router.calls == {"ListVersionsByFunction": 1, **probed}
     # A function that exists always lists $LATEST, so no probe is needed.
     assert [info.version for info in await router.list_versions(TARGET)] == ["1", "2"]
-    assert router.calls == {"ListVersionsByFunction": 2, "GetFunctionConfiguration": 1}
+    assert router.calls == {"ListVersionsByFunction": 2, **probed}
 
 
 def only_qualified_factory(answer: Callable[..., Any]) -> Callable[..., Any]:
@@ -403,13 +401,17 @@ async def test_missing_credentials(seeded: dict[str, str]) -> None:
     assert not caught.value.transient
 
 
-async def test_unreachable_endpoint_is_transient(boto_session: boto3.session.Session) -> None:
+async def test_unreachable_endpoint_is_transient(
+    boto_session: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{closed_port}"
+    # Every service: the account question (STS) goes there too, and fails the same way.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     router = BotoAliasRouter(
-        settings(endpoint_url=endpoint),
+        settings(),
         session_factory=lambda: boto_session,
         client_config=Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=1),
     )
@@ -441,6 +443,7 @@ async def test_calls_are_counted_per_operation(router: BotoAliasRouter) -> None:
     await router.route(TARGET, primary="1", canary="2", canary_percent=5, revision_id=created.revision_id)
     await router.get_version(TARGET, "2")
     assert router.calls == {
+        "GetCallerIdentity": 1,  # the account of the operator's own credentials, asked once
         "GetAlias": 1,  # route needs no read-back: UpdateAlias answers with the alias
         "GetFunctionConfiguration": 2,  # the existence probe behind the absent alias, and get_version
         "CreateAlias": 1,

@@ -2,7 +2,9 @@
 
 Successes run on moto in-process; AWS error responses come from botocore's Stubber (its answers
 go through botocore's ``after-call`` like real ones); throttling that botocore retries is injected
-at ``before-send``, below the retry loop; a connection failure is a real refused connection.
+at ``before-send``, below the retry loop; a connection failure is a real refused connection. The
+first paced call of the operator's own credentials asks STS which account they belong to
+(``GetCallerIdentity``, once): a call like the others, reported like them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from lambda_rollouts.aws.clients import AwsClients
+from lambda_rollouts.aws.ratelimit import RateLimiter
 from lambda_rollouts.sandbox.aws import sandbox_session
 from lambda_rollouts.settings import Settings
 
@@ -32,9 +35,12 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/rollouts"
 Report = tuple[str, str, str | None]
 
 
-def isolated_settings(endpoint_url: str | None = None) -> Settings:
-    # By alias: the fields read AWS_ENDPOINT_URL and AWS_REGION, which must not leak in from the shell.
-    return Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=endpoint_url)
+IDENTITY: Report = ("sts", "GetCallerIdentity", None)
+
+
+def isolated_settings() -> Settings:
+    # By alias: the field reads AWS_REGION, which must not leak in from the shell.
+    return Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION)
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +63,21 @@ def clients(boto_session: boto3.session.Session, reports: list[Report]) -> Itera
         )
 
 
-def test_a_successful_call_is_reported_once_without_an_error(
+async def test_a_successful_call_is_reported_once_without_an_error(
     clients: AwsClients, reports: list[Report]
 ) -> None:
-    clients.call("lambda", REGION, None, lambda client: client.list_functions())
-    clients.call("cloudwatch", REGION, None, lambda client: client.describe_alarms())
+    await clients.call("lambda", REGION, None, "ListFunctions")
+    await clients.call("cloudwatch", REGION, None, "DescribeAlarms")
 
-    assert reports == [("lambda", "ListFunctions", None), ("cloudwatch", "DescribeAlarms", None)]
-    assert clients.calls == {"ListFunctions": 1, "DescribeAlarms": 1}
+    assert reports == [IDENTITY, ("lambda", "ListFunctions", None), ("cloudwatch", "DescribeAlarms", None)]
+    assert clients.calls == {"GetCallerIdentity": 1, "ListFunctions": 1, "DescribeAlarms": 1}
 
 
-def test_assuming_a_role_is_a_call_of_its_own(clients: AwsClients, reports: list[Report]) -> None:
-    clients.call("lambda", REGION, ROLE_ARN, lambda client: client.list_functions())
+async def test_assuming_a_role_is_a_call_of_its_own(clients: AwsClients, reports: list[Report]) -> None:
+    await clients.call("lambda", REGION, ROLE_ARN, "ListFunctions")
 
-    assert reports == [("sts", "AssumeRole", None), ("lambda", "ListFunctions", None)]
+    # AssumeRole is paced in the operator's own account: which one, STS says first.
+    assert reports == [IDENTITY, ("sts", "AssumeRole", None), ("lambda", "ListFunctions", None)]
 
 
 def test_an_error_response_is_reported_with_the_code_aws_sent(
@@ -173,26 +180,29 @@ def test_botocore_retries_that_run_out_are_one_failed_call(
     assert reports == [("lambda", "ListFunctions", "TooManyRequestsException")]
 
 
-def test_no_response_is_reported_with_the_exception_name(
-    boto_session: boto3.session.Session, reports: list[Report]
+async def test_no_response_is_reported_with_the_exception_name(
+    boto_session: boto3.session.Session, reports: list[Report], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
     clients = AwsClients(
-        isolated_settings(endpoint_url=f"http://127.0.0.1:{closed_port}"),
+        isolated_settings(),
         session_factory=lambda: boto_session,
         client_config=Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=1),
         on_call=lambda *report: reports.append(report),
+        # Unpaced: no account to ask STS for, so the one call made is the one observed.
+        rate_limiter=RateLimiter(),
     )
     with pytest.raises(EndpointConnectionError):
-        clients.call("lambda", REGION, None, lambda client: client.get_alias(FunctionName="f", Name="live"))
+        await clients.call("lambda", REGION, None, "GetAlias", {"FunctionName": "f", "Name": "live"})
 
     assert reports == [("lambda", "GetAlias", "EndpointConnectionError")]
     assert clients.calls == {"GetAlias": 1}
 
 
-def test_a_failing_observer_never_fails_the_call(
+async def test_a_failing_observer_never_fails_the_call(
     boto_session: boto3.session.Session, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(service: str, operation: str, error_code: str | None) -> None:
@@ -201,15 +211,15 @@ def test_a_failing_observer_never_fails_the_call(
     with mock_aws():
         clients = AwsClients(isolated_settings(), session_factory=lambda: boto_session, on_call=broken)
         with caplog.at_level(logging.ERROR, logger="lambda_rollouts.aws.clients"):
-            answer = clients.call("lambda", REGION, None, lambda client: client.list_functions())
+            answer = await clients.call("lambda", REGION, None, "ListFunctions")
 
     assert answer["Functions"] == []
     assert "the AWS call observer failed on lambda ListFunctions" in caplog.text
 
 
-def test_without_an_observer_calls_are_still_counted(boto_session: boto3.session.Session) -> None:
+async def test_without_an_observer_calls_are_still_counted(boto_session: boto3.session.Session) -> None:
     with mock_aws():
         clients = AwsClients(isolated_settings(), session_factory=lambda: boto_session)
-        clients.call("lambda", REGION, None, lambda client: client.list_functions())
+        await clients.call("lambda", REGION, None, "ListFunctions")
 
-    assert clients.calls == {"ListFunctions": 1}
+    assert clients.calls == {"GetCallerIdentity": 1, "ListFunctions": 1}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from lambda_rollouts.aws.fake import FakeLambda, RecordedWrite
 from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE
 from lambda_rollouts.errors import (
     AliasConflictError,
@@ -14,6 +13,7 @@ from lambda_rollouts.errors import (
     VersionNotFoundError,
 )
 from lambda_rollouts.observed import AliasState, Target
+from lambda_rollouts.testing.fake_lambda import FakeLambda, RecordedWrite
 
 FUNCTION = "checkout-api"
 TARGET = Target(function_name=FUNCTION, alias="live", region="eu-west-1")

@@ -48,7 +48,7 @@ HOOK = Hook(function_name="checkout-smoke", qualifier="live", timeout="45s", ret
 
 @pytest.fixture
 def clients() -> AwsClients:
-    settings = Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=None)
+    settings = Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION)
     return AwsClients(
         settings,
         lambda: boto3.session.Session(
@@ -257,6 +257,11 @@ async def test_a_role_that_cannot_be_assumed_fails_the_attempt(
 ) -> None:
     hook = Hook(function_name="checkout-smoke", retries=0)
     with Stubber(clients.client("sts", REGION)) as sts:
+        # AssumeRole is paced in the operator's own account, which STS names first.
+        sts.add_response(
+            "get_caller_identity",
+            {"Account": "123456789012", "Arn": "arn:aws:iam::123456789012:user/operator", "UserId": "AIDA"},
+        )
         sts.add_client_error(
             "assume_role",
             service_error_code="AccessDenied",

@@ -30,7 +30,6 @@ from lambda_rollouts.analysis import AlarmReading, MetricQuery
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
 from lambda_rollouts.aws.clients import AwsClients
 from lambda_rollouts.aws.cloudwatch import BotoMetricProvider
-from lambda_rollouts.aws.fake_cloudwatch import FakeCloudWatch, MetricDataRequest
 from lambda_rollouts.aws.metrics import MetricProvider
 from lambda_rollouts.errors import (
     AccessDeniedError,
@@ -41,6 +40,7 @@ from lambda_rollouts.errors import (
 from lambda_rollouts.observed import Target
 from lambda_rollouts.sandbox.aws import sandbox_session
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.testing.fake_cloudwatch import FakeCloudWatch, MetricDataRequest
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch.literals import StateValueType
@@ -82,9 +82,13 @@ def query(
     )
 
 
-def isolated_settings(endpoint_url: str | None = None) -> Settings:
-    # By alias: the fields read AWS_ENDPOINT_URL and AWS_REGION, which must not leak in from the shell.
-    return Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=endpoint_url)
+def isolated_settings() -> Settings:
+    # By alias: the field reads AWS_REGION, which must not leak in from the shell. Unpaced: the
+    # calls made are the provider's alone (pacing, and the account question it needs, are
+    # tested in test_ratelimit), and a test without moto sends nothing anywhere.
+    return Settings(
+        LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, aws_requests_per_second=0, aws_cloudwatch_requests_per_second=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -546,12 +550,15 @@ async def test_throttling_injected_by_an_event_hook(boto_session: boto3.session.
     assert clients.calls["GetMetricData"] == 1
 
 
-async def test_an_unreachable_endpoint_is_transient(boto_session: boto3.session.Session) -> None:
+async def test_an_unreachable_endpoint_is_transient(
+    boto_session: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{closed_port}")
     clients = AwsClients(
-        isolated_settings(endpoint_url=f"http://127.0.0.1:{closed_port}"),
+        isolated_settings(),
         session_factory=lambda: boto_session,
         client_config=Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=1),
     )

@@ -1,8 +1,8 @@
 """The AliasRouter contract, run against both implementations.
 
-``BotoAliasRouter`` runs with its botocore transport on moto in-process and with its HTTP transport
-(what the operator runs with) on moto's server (moto stores aliases but checks none of Lambda's
-routing rules); ``FakeLambda`` is the strict fake. Whatever passes here holds for both, so tests
+``BotoAliasRouter`` runs on moto in-process and on moto's server, reached over HTTP through
+botocore's own endpoint resolution as the operator reaches AWS (moto stores aliases but checks none
+of Lambda's routing rules); ``FakeLambda`` is the strict fake. Whatever passes here holds for both, so tests
 elsewhere may use the fake in place of AWS.
 
 moto answers ``ListVersionsByFunction`` in one page whatever ``MaxItems`` says, so the page count
@@ -25,7 +25,6 @@ import pytest
 from moto import mock_aws
 
 from lambda_rollouts.aws.boto_router import BotoAliasRouter
-from lambda_rollouts.aws.fake import DEFAULT_ROLE, FakeLambda
 from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE, AliasRouter
 from lambda_rollouts.errors import (
     AliasConflictError,
@@ -36,6 +35,7 @@ from lambda_rollouts.errors import (
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.testing.fake_lambda import DEFAULT_ROLE, FakeLambda
 
 REGION = "eu-west-1"
 FUNCTION = "checkout-api"
@@ -67,8 +67,8 @@ class RouterUnderTest:
 
 
 def isolated_settings() -> Settings:
-    # By alias: the fields read AWS_ENDPOINT_URL and AWS_REGION, which must not leak in from the shell.
-    return Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=None)
+    # By alias: the field reads AWS_REGION, which must not leak in from the shell.
+    return Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def boto_session() -> boto3.session.Session:
     return sandbox_session(REGION)
 
 
-@pytest.fixture(params=["boto-on-moto", "http-on-moto-server", "strict-fake"])
+@pytest.fixture(params=["boto-on-moto", "boto-on-moto-server", "strict-fake"])
 async def under_test(
     request: pytest.FixtureRequest, boto_session: boto3.session.Session
 ) -> AsyncIterator[RouterUnderTest]:
@@ -97,10 +97,12 @@ async def under_test(
         )
         return
     async with contextlib.AsyncExitStack() as stack:
-        if request.param == "http-on-moto-server":
+        if request.param == "boto-on-moto-server":
             endpoint: str | None = stack.enter_context(MotoSandbox()).endpoint_url
-            settings = isolated_settings().model_copy(update={"aws_endpoint_url": endpoint})
-            router = BotoAliasRouter(settings, session_factory=lambda: boto_session, transport="http")
+            # The router is not told the endpoint: its session's configuration names it.
+            router = BotoAliasRouter(
+                isolated_settings(), session_factory=lambda: sandbox_session(REGION, endpoint_url=endpoint)
+            )
             stack.push_async_callback(router.close)
         else:
             stack.enter_context(mock_aws(config={"lambda": {"use_docker": False}}))

@@ -23,12 +23,12 @@ from lambda_rollouts.aws.boto_router import BotoAliasRouter
 from lambda_rollouts.aws.clients import AwsClients
 from lambda_rollouts.aws.cloudwatch import BotoMetricProvider
 from lambda_rollouts.aws.errors import translate
-from lambda_rollouts.aws.faults import ALL_KINDS, FaultInjector, FaultKind
 from lambda_rollouts.aws.ratelimit import RateLimiter
 from lambda_rollouts.errors import AliasConflictError, AwsError, ThrottledError
 from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
 from lambda_rollouts.sandbox.kube import EmulatorHandle
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.testing.faults import ALL_KINDS, DEFAULT_SERVICES, FaultInjector, FaultKind
 
 from .conftest import RetrySleeps
 
@@ -44,7 +44,7 @@ Request = Callable[[Any], Any]
 
 
 def settings(**fields: Any) -> Settings:
-    return Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=None, **fields)
+    return Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, **fields)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,8 @@ def aws() -> Iterator[None]:
 
 @pytest.fixture
 def faulty(boto_session: boto3.session.Session) -> Callable[..., AwsClients]:
-    """AwsClients with ``injector`` installed, unpaced, ``attempts`` attempts per call."""
+    """AwsClients whose clients of the three services have ``injector`` attached, unpaced,
+    ``attempts`` attempts per call."""
 
     def make(injector: FaultInjector, attempts: int = 1) -> AwsClients:
         clients = AwsClients(
@@ -69,7 +70,8 @@ def faulty(boto_session: boto3.session.Session) -> Callable[..., AwsClients]:
             client_config=Config(retries={"mode": "standard", "total_max_attempts": attempts}),
             rate_limiter=RateLimiter(),
         )
-        injector.install(clients)
+        for service in DEFAULT_SERVICES:
+            injector.attach(service, clients.client(service, REGION))
         return clients
 
     return make
@@ -78,7 +80,7 @@ def faulty(boto_session: boto3.session.Session) -> Callable[..., AwsClients]:
 def outcome(clients: AwsClients, service: str, request: Request) -> str:
     """What the caller saw: "ok", the error code, or the exception's class name."""
     try:
-        clients.call(service, REGION, None, request)
+        request(clients.client(service, REGION))
     except ClientError as error:
         return str(error.response["Error"]["Code"])
     except BotoCoreError as error:
@@ -262,20 +264,26 @@ def test_botocore_retries_the_transient_faults_and_not_the_conflicts(
 
 
 @pytest.mark.usefixtures("aws")
-def test_install_reaches_the_clients_made_before_and_after_it(boto_session: boto3.session.Session) -> None:
-    clients = AwsClients(settings(), session_factory=lambda: boto_session, rate_limiter=RateLimiter())
-    once = Config(retries={"mode": "standard", "total_max_attempts": 1})
-    made_before = clients.client("lambda", REGION, config=once)
-    injector = FaultInjector(1.0, kinds=[FaultKind.READ_TIMEOUT])
-
-    clients.install(injector.attach)
-    made_after = clients.client("cloudwatch", REGION, config=once)
+async def test_a_registered_session_faults_every_client_made_from_it() -> None:
+    injector = FaultInjector(1.0, kinds=[FaultKind.READ_TIMEOUT], services=["lambda", "cloudwatch"])
+    session = sandbox_session(REGION)
+    injector.register(session)
+    clients = AwsClients(
+        settings(),
+        session_factory=lambda: session,
+        client_config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+        rate_limiter=RateLimiter(),
+    )
 
     with pytest.raises(BotoCoreError):
-        made_before.list_functions()
+        await clients.call("lambda", REGION, None, "ListFunctions")
     with pytest.raises(BotoCoreError):
-        made_after.describe_alarms()
+        await clients.call("cloudwatch", REGION, None, "DescribeAlarms")
+    answer = await clients.call("sts", REGION, None, "GetCallerIdentity")
+
+    assert answer["Account"] == "123456789012", "not one of the injector's services"
     assert injector.by_operation() == {"ListFunctions": 1, "DescribeAlarms": 1}
+    assert clients.attempts == {"ListFunctions": 1, "DescribeAlarms": 1, "GetCallerIdentity": 1}
 
 
 def test_a_disabled_injector_counts_attempts_and_injects_nothing() -> None:
@@ -331,20 +339,27 @@ async def test_every_rollout_ends_right_while_a_quarter_of_the_aws_attempts_fail
         await asyncio.to_thread(seed_demo_function, endpoint, REGION, name, session=session)
     aws_settings = Settings(
         LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION,
-        LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=endpoint,
         # Paced, but fast: the pacing's own arithmetic is tested in tests/aws/test_ratelimit.py.
         aws_requests_per_second=200,
         aws_burst=20,
         aws_cloudwatch_requests_per_second=200,
         aws_cloudwatch_burst=20,
     )
-    clients = AwsClients(aws_settings, session_factory=lambda: sandbox_session(REGION))
     injector = FaultInjector(0.25, seed=OPERATOR_TEST_SEED)
-    injector.install(clients)
+
+    def injected_session() -> boto3.session.Session:
+        # moto's server, named by the session's configuration as the sandbox names it; every
+        # client the operator makes from it carries the injector.
+        injected = sandbox_session(REGION, endpoint_url=endpoint)
+        injector.register(injected)
+        return injected
+
+    # On the loop's clock, which looptime moves: the pacing's waits are the loop's sleeps.
+    limiter = RateLimiter.from_settings(aws_settings, clock=asyncio.get_running_loop().time)
+    clients = AwsClients(aws_settings, session_factory=injected_session, rate_limiter=limiter)
     runner = OperatorRunner(
         kube,
-        # The transport the operator runs: Lambda over its own HTTP client, CloudWatch over botocore.
-        BotoAliasRouter(aws_settings, clients=clients, transport="http"),
+        BotoAliasRouter(aws_settings, clients=clients),
         Settings(default_region=REGION, retry_initial_delay_seconds=5, retry_max_delay_seconds=60),
         metrics=BotoMetricProvider(clients),
     )
@@ -398,6 +413,7 @@ async def test_every_rollout_ends_right_while_a_quarter_of_the_aws_attempts_fail
         await eventually(all_settled, within=3600, step=20)
     finally:
         await runner.stop()
+        await clients.close()
 
     for name, (function, _, phase) in PLANS.items():
         alias = await asyncio.to_thread(alias_of, function)

@@ -1,20 +1,13 @@
-"""The AWS implementation of ``AliasRouter``: boto3's sessions and models, two transports.
+"""The AWS implementation of ``AliasRouter``, over botocore through ``AwsClients``.
 
 Contract (on top of ``lambda_rollouts.aws.router``):
-- ``transport`` says how requests travel. ``"http"`` (what the operator runs with): every call is
-  sent by ``lambda_rollouts.aws.lambda_http.LambdaHttpClient`` on the event loop, at about a third
-  of botocore's CPU. ``"boto"`` (the default): every call is a botocore client call in a worker
-  thread (``asyncio.to_thread``), which is what moto's in-process ``mock_aws`` and botocore's
-  ``Stubber`` can answer. ``http_client`` replaces the HTTP transport's own client (tests give one
-  with a fake sleep). Both raise botocore's exceptions, translated here alike, and nothing
-  blocks the event loop with either.
-- Clients, credentials and the call counter come from ``lambda_rollouts.aws.clients.AwsClients``
-  (its contract applies): clients are cached per (region, role ARN), ``settings.aws_endpoint_url``
-  is used when set, a target's empty region falls back to ``settings.default_region``, a target's
-  ``role_arn`` is served with assumed-role credentials refreshed before they expire, and a call
-  refused with ``ExpiredToken`` drops them and is retried once. Pass ``clients`` to share one
-  cache (and one ``calls`` counter) with the other AWS adapters; the session, clock, refresh
-  margin and client config are then the shared object's, and giving them here too is an error.
+- Every call is one ``AwsClients.call``: a boto3 client's call in a worker thread, paced, counted
+  and observed there (its contract applies): clients are cached per (region, role ARN), a
+  target's empty region falls back to ``settings.default_region``, a target's ``role_arn`` is
+  served with assumed-role credentials refreshed before they expire, and a call refused with
+  ``ExpiredToken`` drops them and is made once more. Pass ``clients`` to share one cache (and one
+  ``calls`` counter) with the other AWS adapters; the session, clock, refresh margin and client
+  config are then the shared object's, and giving them here too is an error.
 - ``route`` sends exactly one ``UpdateAlias`` (with the caller's ``RevisionId``): UpdateAlias
   answers with the alias as stored, which is what ``route`` returns; the request is shaped by
   ``weights.alias_write``.
@@ -29,18 +22,17 @@ Contract (on top of ``lambda_rollouts.aws.router``):
 - ``calls`` counts API operations by name (``GetAlias``, ``UpdateAlias``, ``AssumeRole``...),
   one per logical call, retries not included, injected and failed calls included. With shared
   ``clients`` it counts the calls of every adapter sharing them.
-- ``close()`` closes the HTTP transport's connections.
+- ``close()`` shuts down the clients' thread pools when the router made its own ``AwsClients``
+  (shared ones are closed by whoever made them).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, cast
 
-from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -55,7 +47,6 @@ from lambda_rollouts.aws.clients import (
     utc_now,
 )
 from lambda_rollouts.aws.errors import error_message, translated
-from lambda_rollouts.aws.lambda_http import LambdaHttpClient
 from lambda_rollouts.aws.router import LIST_VERSIONS_PAGE_SIZE
 from lambda_rollouts.aws.weights import (
     LATEST,
@@ -87,9 +78,6 @@ __all__ = [
     "default_client_config",
 ]
 
-# "boto": botocore clients in worker threads; "http": ``LambdaHttpClient`` on the event loop.
-Transport = Literal["boto", "http"]
-
 
 class BotoAliasRouter:
     """``AliasRouter`` over boto3; see the module docstring for the contract."""
@@ -103,9 +91,8 @@ class BotoAliasRouter:
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
         client_config: Config | None = None,
         clients: AwsClients | None = None,
-        transport: Transport = "boto",
-        http_client: LambdaHttpClient | None = None,
     ) -> None:
+        self._owns_clients = clients is None
         if clients is None:
             clients = AwsClients(
                 settings,
@@ -124,13 +111,6 @@ class BotoAliasRouter:
             raise ValueError("pass the session, clock, refresh margin and client config to AwsClients")
         self._settings = settings
         self._clients = clients
-        if http_client is not None and transport != "http":
-            raise ValueError("an HTTP client is for the http transport")
-        self._http = (http_client or LambdaHttpClient(clients)) if transport == "http" else None
-
-    @property
-    def transport(self) -> Transport:
-        return "boto" if self._http is None else "http"
 
     @property
     def calls(self) -> Counter[str]:
@@ -243,15 +223,15 @@ class BotoAliasRouter:
         return sorted(published, key=lambda info: int(info.version))
 
     async def close(self) -> None:
-        """Close the HTTP transport's connections (nothing to do for botocore's)."""
-        if self._http is not None:
-            await self._http.close()
+        """Shut down the thread pools of the router's own ``AwsClients`` (not of shared ones)."""
+        if self._owns_clients:
+            await self._clients.close()
 
     # -- clients and credentials ---------------------------------------------------------------
 
-    def lambda_client(self, region: str, role_arn: str | None = None) -> LambdaClient:
-        """The cached Lambda client for (region, role), assuming the role if needed. Blocking."""
-        return self._clients.client("lambda", region, role_arn)
+    def lambda_client(self, region: str) -> LambdaClient:
+        """The cached Lambda client of the operator's own credentials for ``region``. Blocking."""
+        return cast("LambdaClient", self._clients.client("lambda", region))
 
     def forget_credentials(self, role_arn: str) -> None:
         """Drop cached credentials for a role, so the next call assumes it again."""
@@ -261,17 +241,8 @@ class BotoAliasRouter:
         return target.region or self._settings.default_region
 
     async def _send(self, target: Target, operation: str, **params: Any) -> Mapping[str, Any]:
-        """One Lambda API call with the target's credentials, over the router's transport."""
-        region = self._region(target)
-        if self._http is not None:
-            return await self._http.call(operation, region, target.role_arn, **params)
-        method = xform_name(operation)
-
-        def request(client: LambdaClient) -> Mapping[str, Any]:
-            answer: Mapping[str, Any] = getattr(client, method)(**params)
-            return answer
-
-        return await asyncio.to_thread(self._clients.call, "lambda", region, target.role_arn, request)
+        """One Lambda API call with the target's region and credentials."""
+        return await self._clients.call("lambda", self._region(target), target.role_arn, operation, params)
 
     async def _list_versions_page(self, target: Target, marker: str | None) -> Mapping[str, Any]:
         with translated("ListVersionsByFunction"):

@@ -1,9 +1,8 @@
 """The boto3 implementation of ``MetricProvider``: CloudWatch's GetMetricData and DescribeAlarms.
 
 Contract (on top of ``lambda_rollouts.aws.metrics``):
-- Every blocking boto3 call (client creation and credential resolution included) runs in a
-  worker thread through ``asyncio.to_thread``; nothing blocks the event loop.
-- Clients come from a shared ``AwsClients``: the target's region (empty: the default region) and
+- Every call is one ``AwsClients.call`` (paced in CloudWatch's own buckets, run in a worker
+  thread; nothing blocks the event loop): the target's region (empty: the default region) and
   role (assumed through STS) pick the account and region read, and ``AwsClients.calls`` counts
   the calls made here.
 - ``get_metric_data`` sends every query in one ``GetMetricData`` request: each a ``MetricStat``
@@ -24,7 +23,6 @@ Contract (on top of ``lambda_rollouts.aws.metrics``):
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
@@ -63,20 +61,6 @@ class BotoMetricProvider:
     ) -> Mapping[str, tuple[float, ...]]:
         if not queries:
             return {}
-        return await asyncio.to_thread(self._get_metric_data_blocking, target, tuple(queries), start, end)
-
-    async def describe_alarms(
-        self, target: Target, *, names: Sequence[str], prefix: str | None
-    ) -> tuple[AlarmReading, ...]:
-        if not names and not prefix:
-            return ()
-        return await asyncio.to_thread(self._describe_alarms_blocking, target, tuple(names), prefix)
-
-    # -- the blocking halves -------------------------------------------------------------------
-
-    def _get_metric_data_blocking(
-        self, target: Target, queries: tuple[MetricQuery, ...], start: datetime, end: datetime
-    ) -> dict[str, tuple[float, ...]]:
         values: dict[str, list[float]] = {query.id: [] for query in queries}
         request: GetMetricDataInputTypeDef = {
             "MetricDataQueries": [_metric_data_query(query) for query in queries],
@@ -85,7 +69,7 @@ class BotoMetricProvider:
             "ScanBy": "TimestampDescending",
         }
         while True:
-            page = self._get_metric_data_page(target, request)
+            page = await self._get_metric_data_page(target, request)
             for result in page.get("MetricDataResults", []):
                 query_id = result.get("Id", "")
                 _check_status(query_id, result.get("StatusCode", "Complete"), result.get("Messages", []))
@@ -95,30 +79,30 @@ class BotoMetricProvider:
                 return {query_id: tuple(found) for query_id, found in values.items()}
             request = {**request, "NextToken": next_token}
 
-    def _describe_alarms_blocking(
-        self, target: Target, names: tuple[str, ...], prefix: str | None
+    async def describe_alarms(
+        self, target: Target, *, names: Sequence[str], prefix: str | None
     ) -> tuple[AlarmReading, ...]:
         found: dict[str, AlarmReading] = {}
         if names:
-            self._collect_alarms(
+            await self._collect_alarms(
                 target,
                 found,
                 {"AlarmNames": list(names), "AlarmTypes": list(ALARM_TYPES), "MaxRecords": ALARMS_PER_PAGE},
             )
         if prefix:
-            self._collect_alarms(
+            await self._collect_alarms(
                 target,
                 found,
                 {"AlarmNamePrefix": prefix, "AlarmTypes": list(ALARM_TYPES), "MaxRecords": ALARMS_PER_PAGE},
             )
         return tuple(found.values())
 
-    def _collect_alarms(
+    async def _collect_alarms(
         self, target: Target, found: dict[str, AlarmReading], request: DescribeAlarmsInputTypeDef
     ) -> None:
         """Read every page of one DescribeAlarms request into ``found``, first sighting kept."""
         while True:
-            page = self._describe_alarms_page(target, request)
+            page = await self._describe_alarms_page(target, request)
             for alarm in [*page.get("MetricAlarms", []), *page.get("CompositeAlarms", [])]:
                 name = alarm.get("AlarmName", "")
                 if name and name not in found:
@@ -130,21 +114,23 @@ class BotoMetricProvider:
                 return
             request = {**request, "NextToken": next_token}
 
-    def _get_metric_data_page(
+    async def _get_metric_data_page(
         self, target: Target, request: GetMetricDataInputTypeDef
     ) -> GetMetricDataOutputTypeDef:
         with translated("GetMetricData", not_found=AwsError):
-            return self._clients.call(
-                "cloudwatch", target.region, target.role_arn, lambda client: client.get_metric_data(**request)
+            answer = await self._clients.call(
+                "cloudwatch", target.region, target.role_arn, "GetMetricData", request
             )
+        return cast("GetMetricDataOutputTypeDef", answer)
 
-    def _describe_alarms_page(
+    async def _describe_alarms_page(
         self, target: Target, request: DescribeAlarmsInputTypeDef
     ) -> DescribeAlarmsOutputTypeDef:
         with translated("DescribeAlarms", not_found=AwsError):
-            return self._clients.call(
-                "cloudwatch", target.region, target.role_arn, lambda client: client.describe_alarms(**request)
+            answer = await self._clients.call(
+                "cloudwatch", target.region, target.role_arn, "DescribeAlarms", request
             )
+        return cast("DescribeAlarmsOutputTypeDef", answer)
 
 
 def _metric_data_query(query: MetricQuery) -> MetricDataQueryTypeDef:

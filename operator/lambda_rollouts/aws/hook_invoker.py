@@ -3,7 +3,9 @@
 Contract (on top of ``lambda_rollouts.hooks``):
 - Each attempt is one synchronous ``Invoke`` (``InvocationType=RequestResponse``) of
   ``hook.function_name``, with ``Qualifier=hook.qualifier`` when the hook sets one, and the
-  payload as the JSON event. It runs in a worker thread: boto3 blocks.
+  payload as the JSON event: one ``AwsClients.call``, which runs it in a worker thread of its own
+  lane (an ``Invoke`` is not paced with the control plane, and a slow hook holds up no other call)
+  and reads the answer's payload there.
 - The client comes from ``AwsClients`` for the target's region and role, configured by
   ``hook_client_config``: botocore's own retries are off (the invoker counts and spaces the
   attempts itself, as the hook's ``retries`` says), the read timeout is the hook's timeout and
@@ -18,7 +20,6 @@ Contract (on top of ``lambda_rollouts.hooks``):
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -71,23 +72,18 @@ class LambdaHookInvoker:
         config = hook_client_config(hook)
 
         async def attempt(number: int) -> HookOutcome:
-            return await asyncio.to_thread(self._invoke_blocking, target, hook, request, config)
+            return await self._invoke_once(target, hook, request, config)
 
         return await invoke_with_retries(hook, attempt, retry_delay_seconds=self._retry_delay_seconds)
 
-    def _invoke_blocking(
+    async def _invoke_once(
         self, target: Target, hook: Hook, request: InvocationRequestTypeDef, config: Config
     ) -> HookOutcome:
         try:
             # ``call`` also replaces assumed-role credentials that expired early, and tries again.
-            response = self._clients.call(
-                "lambda",
-                target.region,
-                target.role_arn,
-                lambda client: client.invoke(**request),
-                config=config,
+            response = await self._clients.call(
+                "lambda", target.region, target.role_arn, "Invoke", request, config=config
             )
-            answer = response["Payload"].read()
         except ReadTimeoutError:
             return _failure(f"{hook.describe()} timed out: no answer within {hook.timeout}")
         except (ClientError, BotoCoreError) as exc:
@@ -95,6 +91,7 @@ class LambdaHookInvoker:
         except AwsError as error:
             # Raised, already translated, when the target's role cannot be assumed.
             return _api_failure(hook, error)
+        answer: bytes = response.get("Payload", b"")
         function_error = response.get("FunctionError")
         if function_error:
             detail = _error_detail(answer)

@@ -18,16 +18,18 @@ Contract:
   n-th attempt seen gets the n-th decision: the same attempts in the same order get the same
   faults. Attempts made concurrently reach it in an order the threads decide. An attempt drawn
   for a fault that none of ``kinds`` applies to goes through.
-- ``attach(service_name, client)`` registers the injector on a client of one of ``services``
-  (``lambda``, ``cloudwatch``, ``sts`` by default; others are left alone), as a ``before-send``
-  handler registered first, so it runs after the handlers registered first before it (the pacing
-  of ``AwsClients``: a faulted attempt has taken its token like a real one) and before the
-  others. ``intercept(attempt)`` is the same for ``LambdaHttpClient``'s attempts (its interceptor,
-  seen after the token). ``install(clients)`` puts it on every client of an ``AwsClients``, present
-  and future, of both kinds. An injected HTTP answer keeps the request from being sent; botocore still
-  calls the remaining ``before-send`` handlers, and moto's in-process ``mock_aws`` is one of them
-  (it applies the request anyway): use moto's server mode when an injected fault must also keep
-  the request from the emulator.
+- ``register(session)`` puts the injector on every client a boto3 session makes from then on,
+  for each of ``services`` (``lambda``, ``cloudwatch``, ``sts`` by default; others are left alone),
+  as a ``before-send`` handler of the session (clients copy their session's handlers): the way to
+  reach the clients ``AwsClients`` makes, by giving it a session factory whose sessions are
+  registered. ``attach(service_name, client)`` does the same for one client already made. Either
+  way it is the first generic ``before-send`` handler: after the pacing of ``AwsClients`` (on the
+  service's own event, which botocore calls first), so that a faulted attempt has taken its token
+  like a real one, and before an emulator's stub (moto's ``mock_aws``). An injected
+  HTTP answer keeps the request from being sent; botocore still calls the remaining
+  ``before-send`` handlers, and moto's in-process ``mock_aws`` is one of them (it applies the
+  request anyway): use moto's server mode when an injected fault must also keep the request from
+  the emulator.
 - Kinds (``FaultKind``), each in the wire format of the client's protocol, so that botocore parses
   and retries them as it would AWS's:
   ``throttled``: Lambda's 429 ``TooManyRequestsException`` with ``Retry-After: 1``; for
@@ -65,16 +67,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from xml.sax.saxutils import escape
 
+import boto3.session
+import botocore.session
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
-from lambda_rollouts.aws.lambda_http import HttpAttempt
-from lambda_rollouts.httpclient import HttpResponse
-
 if TYPE_CHECKING:
     from botocore.client import BaseClient
-
-    from lambda_rollouts.aws.clients import AwsClients
+    from botocore.model import ServiceModel
 
 DEFAULT_SERVICES = ("lambda", "cloudwatch", "sts")
 
@@ -158,27 +158,45 @@ class FaultInjector:
         """Inject into ``client`` if ``service_name`` is one of the injector's services."""
         if service_name not in self.services:
             return
-        protocol = _protocol_of(client)
-        query_compatible = client.meta.service_model.metadata.get("awsQueryCompatible") is not None
+        model = client.meta.service_model
+        handler = self._handler({model.service_id.hyphenize(): (service_name, model)})
+        client.meta.events.register_first("before-send", handler)
+
+    def register(self, session: boto3.session.Session) -> None:
+        """Inject into every client ``session`` makes from now on (clients copy its handlers).
+
+        The way to reach clients made inside the operator (``AwsClients``): hand it a session
+        factory whose sessions were registered here.
+        """
+        loader = botocore.session.get_session()
+        models = {name: loader.get_service_model(name) for name in sorted(self.services)}
+        by_id = {model.service_id.hyphenize(): (name, model) for name, model in models.items()}
+        handler = self._handler(by_id)
+        session.events.register_first("before-send", handler)
+
+    def _handler(self, services: Mapping[str, tuple[str, ServiceModel]]) -> Callable[..., None]:
+        """A generic before-send handler for the services named by their service ids."""
+        # resolved_protocol: the one botocore speaks when a service lists several (CloudWatch does).
+        wire = {
+            service_id: (
+                name,
+                str(getattr(model, "resolved_protocol", None) or model.protocol),
+                model.metadata.get("awsQueryCompatible") is not None,
+            )
+            for service_id, (name, model) in services.items()
+        }
 
         def before_send(request: AWSPreparedRequest, event_name: str, **_: Any) -> AWSResponse | None:
-            operation = event_name.rpartition(".")[2]
+            # before-send.<service-id>.<Operation>
+            service_id, operation = event_name.split(".", 2)[1:]
+            if service_id not in wire:
+                return None
+            service_name, protocol, query_compatible = wire[service_id]
             answer = self._http_answer(service_name, operation, request.url)
             return None if answer is None else _response(request.url, answer, protocol, query_compatible)
 
         # botocore-stubs types event handlers as returning None; before-send ones may answer.
-        client.meta.events.register_first("before-send", cast(Callable[..., None], before_send))
-
-    def intercept(self, attempt: HttpAttempt) -> HttpResponse | None:
-        """The same, for an attempt of a client that does not use botocore (``LambdaHttpClient``)."""
-        if attempt.service not in self.services:
-            return None
-        answer = self._http_answer(attempt.service, attempt.operation, attempt.url)
-        if answer is None:
-            return None
-        # Only Lambda's REST-JSON API is served without botocore.
-        response = _response(attempt.url, answer, "rest-json", query_compatible=False)
-        return HttpResponse(response.status_code, dict(response.headers.items()), response.content)
+        return cast(Callable[..., None], before_send)
 
     def _http_answer(self, service: str, operation: str, url: str) -> _HttpFault | None:
         """Decide one attempt: None to send it, the HTTP fault to answer, or raise a network fault."""
@@ -190,11 +208,6 @@ class FaultInjector:
         if fault.kind is FaultKind.READ_TIMEOUT:
             raise ReadTimeoutError(endpoint_url=url)
         return _http_fault(fault, service, operation)
-
-    def install(self, clients: AwsClients) -> None:
-        """Inject into every client of ``clients``, present and future, botocore's or not."""
-        clients.install(self.attach)
-        clients.intercept(self.intercept)
 
     # -- figures -------------------------------------------------------------------------------
 
@@ -313,13 +326,6 @@ def _http_fault(fault: Fault, service: str, operation: str) -> _HttpFault:
             fields={"Type": "User"},
         )
     raise ValueError(f"{kind} is not answered over HTTP")
-
-
-def _protocol_of(client: BaseClient) -> str:
-    model = client.meta.service_model
-    # resolved_protocol: the one botocore speaks when a service lists several (CloudWatch does).
-    protocol = getattr(model, "resolved_protocol", None) or model.protocol
-    return str(protocol)
 
 
 def _response(url: str, fault: _HttpFault, protocol: str, query_compatible: bool) -> AWSResponse:
