@@ -5,7 +5,8 @@ Contract:
   ``1 + hook.retries`` attempts, each bounded by ``hook.timeout``; it returns the first success,
   or the last failure. It never raises for a hook's own failure (error answer, timeout,
   connection refused): those are a ``HookOutcome`` with ``succeeded=False`` and a message a person
-  can act on, without secrets (URLs are shown without credentials or query string).
+  can act on, without secrets (URLs are shown without credentials or query string). A hook the
+  operator may not call at all raises ``ForbiddenError``, and then nothing was sent.
 - Success, for a Lambda hook: the invocation returned no ``FunctionError`` and its answer is not
   a JSON object whose ``status`` is ``failed`` (any case). For an HTTP hook: a 2xx answer whose
   body, when it is a JSON object, has no ``status`` of ``failed``. An answer's ``message`` field,
@@ -23,10 +24,15 @@ hooks, ``lambda_rollouts.webhooks`` for HTTP hooks), so both keep the contract t
   outcome at INFO (outcome messages are free of secrets, so the log is too).
 - ``judge_answer`` applies the success rule above to an answer's body: a body that is not a JSON
   object (plain text, empty, not UTF-8) never fails a hook by itself.
+- ``excerpt`` is the only way a hook's answer (a quoted ``message``, an error body, a function's
+  error) reaches an outcome, and so the status, Events and logs: at most ``EXCERPT_LIMIT``
+  characters on one line, with what could carry a credential replaced by ``[redacted]`` first
+  (``redact_credentials``): the userinfo and query string of any URL, the value of a header or
+  field named like a credential (``Authorization: …``, ``"token": …``, ``password=…``), bearer
+  and basic tokens, AWS access key ids and JWTs. Nothing else of an answer (headers, a
+  redirect's ``Location``) is ever copied.
 - ``HookDispatcher`` sends a hook with ``function_name`` to the Lambda invoker and a hook with
   ``url`` to the HTTP invoker.
-- ``FakeHookInvoker`` is the invoker for tests: it records every call and answers what it was told
-  to, success by default.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
@@ -46,8 +52,9 @@ logger = logging.getLogger(__name__)
 
 # A hook that keeps failing is given time to recover, but a rollout never waits long between tries.
 MAX_RETRY_DELAY_SECONDS: Final = 30.0
-# Long enough to read a hook's explanation, short enough for a status condition or an Event.
-EXCERPT_LIMIT: Final = 200
+# Long enough to read a hook's explanation, short enough for a status condition or an Event, and
+# too short to carry much of whatever a hook's server lets slip.
+EXCERPT_LIMIT: Final = 120
 
 
 @dataclass(frozen=True)
@@ -90,9 +97,48 @@ def hook_payload(
 # Judging an answer.
 
 
+REDACTED: Final = "[redacted]"
+
+# Names of headers and fields whose value is a credential: whole words in any case, followed by
+# ":" or "=" (a closing quote between, as in JSON).
+_CREDENTIAL_NAMES: Final = (
+    r"(?:proxy-)?authorization|(?:set-)?cookie|x-api-key|api[-_]?key|x-amz-security-token"
+    r"|x-auth-token|(?:access|refresh|id|session|auth)?[-_]?token|secret|password|passwd"
+    r"|credentials?|aws_secret_access_key|aws_session_token|client[-_]?secret|private[-_]?key"
+)
+# Applied in order to each line of a text before it is flattened, so that a header's value is
+# taken to the end of its line and no further.
+_CREDENTIALS: Final = (
+    # scheme://user:password@host: the userinfo.
+    (re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/?#@]*@", re.IGNORECASE), rf"\1{REDACTED}@"),
+    # A URL's query string, where tokens travel as often as not.
+    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s#]*", re.IGNORECASE), rf"\1?{REDACTED}"),
+    (re.compile(rf"(?<![\w-])({_CREDENTIAL_NAMES})(\"?\s*[:=]\s*).*", re.IGNORECASE), rf"\1\2{REDACTED}"),
+    (re.compile(r"\b(bearer)\s+[\w.~+/=-]+", re.IGNORECASE), rf"\1 {REDACTED}"),
+    # Basic and Negotiate take base64; "basic checks" in a sentence is left alone.
+    (
+        re.compile(r"\b(basic|negotiate)\s+(?=\S*[0-9+/=])[A-Za-z0-9+/=]{8,}", re.IGNORECASE),
+        rf"\1 {REDACTED}",
+    ),
+    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),
+    (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*"), REDACTED),
+)
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with what could carry a credential replaced by ``REDACTED`` (see the contract)."""
+    lines = []
+    for line in text.splitlines():
+        for pattern, replacement in _CREDENTIALS:
+            line = pattern.sub(replacement, line)
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def excerpt(text: str, limit: int = EXCERPT_LIMIT) -> str:
-    """``text`` on one line (whitespace runs collapsed), cut to at most ``limit`` characters."""
-    flat = " ".join(text.split())
+    """``text`` with credentials redacted (``redact_credentials``), on one line (whitespace runs
+    collapsed), cut to at most ``limit`` characters."""
+    flat = " ".join(redact_credentials(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -187,50 +233,3 @@ class HookDispatcher:
             return await self.http_invoker.invoke(target, hook, payload)
         # The model admits no such hook; reaching this is a bug, not a hook that failed.
         raise ValueError("a hook needs a functionName or a url")
-
-
-# ---------------------------------------------------------------------------------------------
-# The fake, for tests.
-
-# A queued answer: True or False, or a whole outcome (its message and attempts kept as given).
-FakeAnswer = bool | HookOutcome
-
-
-class FakeHookInvoker:
-    """``HookInvoker`` for tests: answers what it was told to, and records what it was asked.
-
-    ``calls`` holds every ``(target, hook, payload)`` in order. ``answer(key, *outcomes)`` queues
-    outcomes for the hooks whose ``function_name`` or ``url`` equals ``key``; each ``invoke``
-    (which stands for all of a hook's attempts) takes one, and once the queue is empty the last
-    outcome taken repeats. A hook nobody queued anything for succeeds.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Target, Hook, Mapping[str, Any]]] = []
-        self._queued: dict[str, deque[FakeAnswer]] = {}
-        self._last: dict[str, FakeAnswer] = {}
-
-    def answer(self, key: str, *outcomes: FakeAnswer) -> None:
-        """Queue ``outcomes`` for the hooks whose function name or URL is ``key``."""
-        self._queued.setdefault(key, deque()).extend(outcomes)
-
-    async def invoke(self, target: Target, hook: Hook, payload: Mapping[str, Any]) -> HookOutcome:
-        # A copy: the caller may reuse or change its payload after the call.
-        self.calls.append((target, hook, dict(payload)))
-        key = hook.function_name if hook.function_name is not None else hook.url or ""
-        queued = self._queued.get(key)
-        if queued:
-            self._last[key] = queued.popleft()
-        return _fake_outcome(hook, self._last.get(key, True))
-
-
-def _fake_outcome(hook: Hook, answer: FakeAnswer) -> HookOutcome:
-    if isinstance(answer, HookOutcome):
-        return answer
-    if answer:
-        return HookOutcome(succeeded=True, message=f"{hook.describe()} succeeded", attempts=1)
-    return HookOutcome(
-        succeeded=False,
-        message=f"{hook.describe()} failed: the fake hook invoker was told to fail it",
-        attempts=1,
-    )

@@ -16,6 +16,16 @@ Contract (on top of ``lambda_rollouts.hooks``):
 - Messages and logs name the hook only through ``hook.describe()``: the raw URL (with its
   credentials and query string) appears in neither. Errors are described by their kind, never by
   their text, because aiohttp puts the full URL into some of them.
+- The address rule (``lambda_rollouts.tenancy.AddressRule``, with the operator's allowed
+  networks) holds for what aiohttp actually connects to, checked twice before anything is sent:
+  the resolver refuses a name that is a metadata name or resolves to any refused address (one
+  bad address refuses the whole name, so a name cannot mix a metadata address among good ones),
+  and the socket factory refuses each address a connection is about to be made to (IP literals
+  included, which aiohttp never hands to a resolver). Both run at connect time, so a name that
+  resolves elsewhere when called than when the spec was checked (DNS rebinding) is refused too.
+  A refusal raises ``ForbiddenError`` naming the hook and the address: no request went out and
+  no attempt is retried. Hooks are called directly, never through a proxy (``trust_env`` is off),
+  so the address checked is the hook's own.
 - One ``aiohttp.ClientSession`` is created on first use and shared by every hook; ``close()``
   releases it (a later ``invoke`` opens a new one).
 """
@@ -25,16 +35,19 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from lambda_rollouts import __version__
+from lambda_rollouts.errors import ForbiddenError
 from lambda_rollouts.hooks import EXCERPT_LIMIT, HookOutcome, excerpt, invoke_with_retries, judge_answer
 from lambda_rollouts.model import Hook
 from lambda_rollouts.observed import Target
+from lambda_rollouts.tenancy import AddressRule, IPNetwork
 
 USER_AGENT: Final = f"lambda-rollouts/{__version__}"
 MAX_ANSWER_BYTES: Final = 1024 * 1024
@@ -45,12 +58,108 @@ class AnswerTooLargeError(Exception):
     """The answer's body is longer than ``MAX_ANSWER_BYTES``."""
 
 
-class WebhookInvoker:
-    """``HookInvoker`` for HTTP hooks; see the module docstring for the contract."""
+class AddressRefusedError(OSError):
+    """The address rule refused where a hook would connect. An ``OSError``, so that aiohttp hands
+    it back inside its own connector errors, as it does any failure to connect."""
 
-    def __init__(self, *, retry_delay_seconds: float = 1.0) -> None:
-        self._retry_delay_seconds = retry_delay_seconds
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CheckedResolver(AbstractResolver):
+    """Resolves through ``inner``, then refuses a name the rule refuses or any of whose addresses
+    it refuses."""
+
+    def __init__(self, inner: AbstractResolver, rule: AddressRule) -> None:
+        self._inner = inner
+        self._rule = rule
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        refusal = self._rule.name_refusal(host)
+        if refusal is not None:
+            raise AddressRefusedError(refusal)
+        resolved = await self._inner.resolve(host, port, family)
+        for entry in resolved:
+            refusal = self._rule.refusal(entry["host"], name=host)
+            if refusal is not None:
+                raise AddressRefusedError(refusal)
+        return resolved
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class GuardedHttp:
+    """One aiohttp session, made on first use, whose every connection obeys ``rule``: the resolver
+    and the socket factory of the module docstring, no proxy from the environment, no default
+    timeout (each request carries its own). ``resolver`` resolves names before the rule checks
+    them: aiohttp's default resolver when None; one given here is the caller's to close. Shared by
+    the hooks and the notifications, which call out to URLs that namespaces choose."""
+
+    def __init__(self, rule: AddressRule, resolver: AbstractResolver | None = None) -> None:
+        self.rule = rule
+        self._given_resolver = resolver
+        self._own_resolver: AbstractResolver | None = None
         self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            inner = self._given_resolver
+            if inner is None:
+                if self._own_resolver is None:
+                    self._own_resolver = aiohttp.DefaultResolver()
+                inner = self._own_resolver
+            connector = aiohttp.TCPConnector(
+                resolver=CheckedResolver(inner, self.rule), socket_factory=self._open_socket
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT},
+                # Each request carries its own timeout; the session's default (5 minutes) would cut
+                # hooks that are allowed up to 15.
+                timeout=aiohttp.ClientTimeout(total=None),
+                # No proxy from the environment: the address the rule checks is the receiver's own.
+                trust_env=False,
+            )
+        return self._session
+
+    def _open_socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        """The socket for one connection attempt, once the rule allows the address it goes to."""
+        family, kind, proto, _, address = addr_info
+        refusal = self.rule.refusal(str(address[0]))
+        if refusal is not None:
+            raise AddressRefusedError(refusal)
+        return socket.socket(family=family, type=kind, proto=proto)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+        if self._own_resolver is not None:
+            resolver, self._own_resolver = self._own_resolver, None
+            await resolver.close()
+
+
+class WebhookInvoker:
+    """``HookInvoker`` for HTTP hooks; see the module docstring for the contract.
+
+    ``allowed_networks`` are the addresses hooks may reach although the address rule refuses them
+    (the operator's ``hook_allowed_networks``). ``resolver`` resolves names before the rule checks
+    them: aiohttp's default resolver when None; one given here is the caller's to close.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry_delay_seconds: float = 1.0,
+        allowed_networks: Iterable[IPNetwork] = (),
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._retry_delay_seconds = retry_delay_seconds
+        self._http = GuardedHttp(AddressRule.allowing(allowed_networks), resolver)
 
     async def invoke(self, target: Target, hook: Hook, payload: Mapping[str, Any]) -> HookOutcome:
         if hook.url is None:
@@ -65,23 +174,11 @@ class WebhookInvoker:
         return await invoke_with_retries(hook, attempt, retry_delay_seconds=self._retry_delay_seconds)
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    def _client_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers={"User-Agent": USER_AGENT},
-                # Each request carries its hook's own timeout; the session's default (5 minutes)
-                # would cut hooks that are allowed up to 15.
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-        return self._session
+        await self._http.close()
 
     async def _post(self, hook: Hook, url: str, body: bytes) -> HookOutcome:
         try:
-            async with self._client_session().post(
+            async with self._http.session().post(
                 url,
                 data=body,
                 headers={"Content-Type": "application/json"},
@@ -95,7 +192,10 @@ class WebhookInvoker:
         except AnswerTooLargeError:
             return _failure(f"{hook.describe()} answered with more than {MAX_ANSWER_BYTES} bytes")
         except aiohttp.ClientError as error:
-            return _failure(f"{hook.describe()} could not be called: {_connection_trouble(error)}")
+            refused = refusal_in(error)
+            if refused is not None:
+                raise ForbiddenError(f"{hook.describe()} may not be called: {refused.reason}") from error
+            return _failure(f"{hook.describe()} could not be called: {connection_trouble(error)}")
         if 300 <= status < 400:
             # The Location header is left out on purpose: it may carry credentials of its own.
             return _failure(f"{hook.describe()} answered HTTP {status}, a redirect, which is not followed")
@@ -126,7 +226,14 @@ def _failure(message: str) -> HookOutcome:
     return HookOutcome(succeeded=False, message=message, attempts=1)
 
 
-def _connection_trouble(error: aiohttp.ClientError) -> str:
+def refusal_in(error: aiohttp.ClientError) -> AddressRefusedError | None:
+    """The address rule's refusal that made aiohttp give up connecting, if that is what it was."""
+    if isinstance(error, aiohttp.ClientConnectorError) and isinstance(error.os_error, AddressRefusedError):
+        return error.os_error
+    return None
+
+
+def connection_trouble(error: aiohttp.ClientError) -> str:
     """What went wrong, in words that never include the URL (aiohttp's own texts may)."""
     # The most specific kinds first: the certificate and TLS errors are connector errors too.
     if isinstance(error, aiohttp.ClientConnectorCertificateError):

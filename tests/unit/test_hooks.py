@@ -11,18 +11,20 @@ import pytest
 from lambda_rollouts.hooks import (
     EXCERPT_LIMIT,
     MAX_RETRY_DELAY_SECONDS,
+    REDACTED,
     AnswerJudgement,
-    FakeHookInvoker,
     HookDispatcher,
     HookOutcome,
     excerpt,
     hook_payload,
     invoke_with_retries,
     judge_answer,
+    redact_credentials,
     retry_delay,
 )
 from lambda_rollouts.model import Hook, HookPoint
 from lambda_rollouts.observed import Target
+from lambda_rollouts.testing.hooks import FakeHookInvoker
 
 TARGET = Target(function_name="checkout-api", alias="live", region="eu-west-1")
 LAMBDA_HOOK = Hook(function_name="checkout-smoke", qualifier="live")
@@ -276,3 +278,48 @@ def test_judgement_outcome_names_the_hook_and_quotes_the_message() -> None:
 )
 def test_excerpt(text: str, limit: int, expected: str) -> None:
     assert excerpt(text, limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # URLs keep scheme, host and path; their userinfo and query string go.
+        (
+            "POST https://deployer:s3cret@ci.example.com/hooks?token=s3cret#top failed",
+            f"POST https://{REDACTED}@ci.example.com/hooks?{REDACTED}#top failed",
+        ),
+        ("see ftp://user@files.example.com/x", f"see ftp://{REDACTED}@files.example.com/x"),
+        ("see https://ci.example.com/hooks/42", "see https://ci.example.com/hooks/42"),
+        # Headers and fields named like credentials lose their value, to the end of the line.
+        ("Authorization: Bearer abc.def.ghi", f"Authorization: {REDACTED}"),
+        ("proxy-authorization:Basic dXNlcjpwYXNz", f"proxy-authorization:{REDACTED}"),
+        ("Cookie: session=abc; theme=dark\nok", f"Cookie: {REDACTED}\nok"),
+        ("Set-Cookie: id=1", f"Set-Cookie: {REDACTED}"),
+        ("X-Api-Key: k-123", f"X-Api-Key: {REDACTED}"),
+        ("x-amz-security-token: FwoGZX", f"x-amz-security-token: {REDACTED}"),
+        (
+            '{"error": "denied", "access_token": "abc", "n": 1}',
+            f'{{"error": "denied", "access_token": {REDACTED}',
+        ),
+        ('{"password":"hunter2"}', f'{{"password":{REDACTED}'),
+        ("client_secret=abc&x=1", f"client_secret={REDACTED}"),
+        ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI", f"AWS_SECRET_ACCESS_KEY={REDACTED}"),
+        # Tokens that carry no name.
+        ("upstream said Bearer eyJhbGciOi.x.y", f"upstream said Bearer {REDACTED}"),
+        ("key AKIAIOSFODNN7EXAMPLE leaked", f"key {REDACTED} leaked"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig here", f"jwt {REDACTED} here"),
+        ("Basic dXNlcjpwYXNzd29yZA== sent", f"Basic {REDACTED} sent"),
+        # Plain words stay.
+        ("basic checks failed: 3 of 12", "basic checks failed: 3 of 12"),
+        ("the token expired", "the token expired"),
+        ("smoke test 3 failed: 502 from /cart", "smoke test 3 failed: 502 from /cart"),
+    ],
+)
+def test_redact_credentials(text: str, expected: str) -> None:
+    assert redact_credentials(text) == expected
+
+
+def test_an_excerpt_is_redacted_before_it_is_cut() -> None:
+    body = "HTTP/1.1 500\nAuthorization: Bearer " + "t" * 300 + "\nretry later"
+    assert excerpt(body) == f"HTTP/1.1 500 Authorization: {REDACTED} retry later"
+    assert len(excerpt("word " * 1000)) == EXCERPT_LIMIT

@@ -7,17 +7,19 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from ipaddress import ip_network
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from lambda_rollouts.aws.fake import FakeLambda
-from lambda_rollouts.hooks import FakeHookInvoker, HookDispatcher
-from lambda_rollouts.kube import RecordingStatusWriter
+from lambda_rollouts.hooks import HookDispatcher
 from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import RolloutRef, RolloutService
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.testing.fake_lambda import FakeLambda
+from lambda_rollouts.testing.hooks import FakeHookInvoker
+from lambda_rollouts.testing.kube import RecordingStatusWriter
 from lambda_rollouts.webhooks import WebhookInvoker
 
 SECRET = "s3cr3t-t0ken"
@@ -55,9 +57,10 @@ async def test_a_failing_webhook_with_credentials_leaks_them_nowhere(
     aws.publish_version("checkout-api")
     aws.put_alias("checkout-api", "live", "1")
     writer = RecordingStatusWriter()
-    webhooks = WebhookInvoker(retry_delay_seconds=0.01)
+    # The receiver is on loopback, which hooks may reach only when allowed explicitly.
+    webhooks = WebhookInvoker(retry_delay_seconds=0.01, allowed_networks=[ip_network("127.0.0.0/8")])
     service = RolloutService(
-        settings=Settings(default_region="us-east-1"),
+        settings=Settings(default_region="us-east-1", hook_allowed_networks=["127.0.0.0/8"]),
         router=aws,
         writer=writer,
         clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),

@@ -1,7 +1,8 @@
 """WebhookInvoker against a real aiohttp server on 127.0.0.1 that records what it receives.
 
 These tests run on the real clock (no looptime): a fast-forwarded loop would fire the client's
-timeouts while a real request is still in flight. Retry delays are made tiny instead.
+timeouts while a real request is still in flight. Retry delays are made tiny instead. The invoker
+is allowed loopback (the address rule refuses it otherwise), except where the rule is tested.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, ip_network
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from lambda_rollouts import __version__
-from lambda_rollouts.hooks import HookOutcome, hook_payload
+from lambda_rollouts.errors import ForbiddenError
+from lambda_rollouts.hooks import EXCERPT_LIMIT, HookOutcome, hook_payload
 from lambda_rollouts.model import Hook, HookPoint
 from lambda_rollouts.observed import Target
 from lambda_rollouts.webhooks import MAX_ANSWER_BYTES, WebhookInvoker
 
 TARGET = Target(function_name="checkout-api", alias="live", region="eu-west-1")
+LOOPBACK = [ip_network("127.0.0.0/8")]
 PAYLOAD = hook_payload(
     namespace="default",
     name="checkout",
@@ -66,8 +71,14 @@ class HookServer:
     def script(self, *replies: Reply) -> None:
         self.replies = deque(replies)
 
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self._server.port}{path}"
+    @property
+    def port(self) -> int:
+        port = self._server.port
+        assert port is not None
+        return port
+
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.received.append(
@@ -100,7 +111,7 @@ async def hook_server() -> AsyncIterator[HookServer]:
 
 @pytest.fixture
 async def invoker() -> AsyncIterator[WebhookInvoker]:
-    webhook_invoker = WebhookInvoker(retry_delay_seconds=0.01)
+    webhook_invoker = WebhookInvoker(retry_delay_seconds=0.01, allowed_networks=LOOPBACK)
     yield webhook_invoker
     await webhook_invoker.close()
 
@@ -164,7 +175,7 @@ async def test_an_error_body_is_cut_to_an_excerpt(hook_server: HookServer, invok
     outcome = await invoker.invoke(TARGET, Hook(url=hook_server.url(), retries=0), PAYLOAD)
     prefix = f"webhook {hook_server.url()} answered HTTP 500: "
     assert outcome.message.startswith(prefix)
-    assert len(outcome.message) - len(prefix) == 200
+    assert len(outcome.message) - len(prefix) == EXCERPT_LIMIT
 
 
 async def test_status_failed_in_a_200_fails_quoting_the_message(
@@ -262,14 +273,137 @@ async def test_credentials_and_query_never_reach_messages_or_logs(
 
 
 async def test_the_session_is_shared_and_reopened_after_close(hook_server: HookServer) -> None:
-    webhook_invoker = WebhookInvoker(retry_delay_seconds=0.01)
+    webhook_invoker = WebhookInvoker(retry_delay_seconds=0.01, allowed_networks=LOOPBACK)
     hook = Hook(url=hook_server.url())
     await webhook_invoker.invoke(TARGET, hook, PAYLOAD)
-    first = webhook_invoker._session
-    assert first is not None
+    first = webhook_invoker._http.session()
     await webhook_invoker.invoke(TARGET, hook, PAYLOAD)
-    assert webhook_invoker._session is first
+    assert webhook_invoker._http.session() is first
     await webhook_invoker.close()
     assert first.closed
     assert (await webhook_invoker.invoke(TARGET, hook, PAYLOAD)).succeeded
     await webhook_invoker.close()
+
+
+# -- the address rule, where aiohttp connects ---------------------------------------------------
+
+
+class MappedResolver(AbstractResolver):
+    """Answers for the names it was given, as a DNS server would; records what it was asked."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in self.answers[host]
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def invoke_refused(invoker: WebhookInvoker, url: str) -> str:
+    """The refusal's message, once ``invoker`` refused to call ``url``."""
+    try:
+        with pytest.raises(ForbiddenError) as raised:
+            await invoker.invoke(TARGET, Hook(url=url, retries=2), PAYLOAD)
+    finally:
+        await invoker.close()
+    return raised.value.message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]"])
+async def test_an_address_the_rule_refuses_is_never_connected_to(hook_server: HookServer, host: str) -> None:
+    # Straight to the invoker, past the spec's check: the socket factory refuses it.
+    message = await invoke_refused(WebhookInvoker(retry_delay_seconds=0.01), hook_server.url(host=host))
+    assert hook_server.received == []
+    assert "is loopback (127.0.0.0/8)" in message
+
+
+async def test_a_refusal_names_the_hook_and_the_address(hook_server: HookServer) -> None:
+    message = await invoke_refused(WebhookInvoker(), hook_server.url("/hook?token=secret"))
+    assert message == (
+        f"webhook {hook_server.url()} may not be called: 127.0.0.1 is loopback (127.0.0.0/8); hooks "
+        "may not reach it unless the operator's LAMBDA_ROLLOUTS_HOOK_ALLOWED_NETWORKS allows it"
+    )
+    assert hook_server.received == []
+
+
+@pytest.mark.parametrize(
+    ("answers", "allowed", "refused_address"),
+    [
+        (["127.0.0.1"], [], "127.0.0.1"),
+        (["169.254.169.254"], LOOPBACK, "169.254.169.254"),
+        (["::ffff:169.254.169.254"], LOOPBACK, "::ffff:169.254.169.254"),
+        (["fd00:ec2::254"], LOOPBACK, "fd00:ec2::254"),
+        # One refused address refuses the name, even next to one the hook may reach.
+        (["127.0.0.1", "169.254.169.254"], LOOPBACK, "169.254.169.254"),
+        (["169.254.169.254", "127.0.0.1"], LOOPBACK, "169.254.169.254"),
+    ],
+)
+async def test_a_name_is_judged_by_the_addresses_it_resolves_to_when_called(
+    hook_server: HookServer, answers: list[str], allowed: list[IPv4Network], refused_address: str
+) -> None:
+    resolver = MappedResolver({"hooks.test": answers})
+    invoker = WebhookInvoker(retry_delay_seconds=0.01, allowed_networks=allowed, resolver=resolver)
+    message = await invoke_refused(invoker, hook_server.url(host="hooks.test"))
+    assert f"may not be called: hooks.test resolves to {refused_address}, which is " in message
+    assert hook_server.received == []
+    # Refused once: a refusal is not retried.
+    assert resolver.asked == ["hooks.test"]
+
+
+async def test_a_name_that_resolves_to_an_allowed_address_is_called(hook_server: HookServer) -> None:
+    resolver = MappedResolver({"hooks.test": ["127.0.0.1"]})
+    invoker = WebhookInvoker(retry_delay_seconds=0.01, allowed_networks=LOOPBACK, resolver=resolver)
+    try:
+        outcome = await invoker.invoke(TARGET, Hook(url=hook_server.url(host="hooks.test")), PAYLOAD)
+    finally:
+        await invoker.close()
+    assert outcome.succeeded
+    assert len(hook_server.received) == 1
+
+
+async def test_the_same_name_is_refused_once_it_resolves_elsewhere(hook_server: HookServer) -> None:
+    # What the name resolved to when the spec was written does not matter: each call checks anew.
+    resolver = MappedResolver({"hooks.test": ["127.0.0.1"]})
+    allowed = WebhookInvoker(allowed_networks=LOOPBACK, resolver=resolver)
+    try:
+        assert (await allowed.invoke(TARGET, Hook(url=hook_server.url(host="hooks.test")), PAYLOAD)).succeeded
+    finally:
+        await allowed.close()
+    resolver.answers["hooks.test"] = ["169.254.169.254"]
+    message = await invoke_refused(
+        WebhookInvoker(allowed_networks=LOOPBACK, resolver=resolver), hook_server.url(host="hooks.test")
+    )
+    assert "hooks.test resolves to 169.254.169.254" in message
+    assert len(hook_server.received) == 1
+
+
+async def test_localhost_as_the_system_resolves_it_is_refused(hook_server: HookServer) -> None:
+    message = await invoke_refused(WebhookInvoker(), hook_server.url(host="localhost"))
+    assert "localhost resolves to " in message
+    assert "loopback" in message
+    assert hook_server.received == []
+
+
+async def test_a_metadata_name_is_refused_before_it_is_resolved(hook_server: HookServer) -> None:
+    resolver = MappedResolver({"metadata.google.internal": ["127.0.0.1"]})
+    invoker = WebhookInvoker(allowed_networks=LOOPBACK, resolver=resolver)
+    message = await invoke_refused(invoker, hook_server.url(host="metadata.google.internal"))
+    assert "metadata.google.internal is the name of a cloud metadata service" in message
+    assert resolver.asked == []
+    assert hook_server.received == []
