@@ -69,10 +69,11 @@ def test_seed_demo_function_over_http(sandbox: MotoSandbox) -> None:
 
 async def test_boto_router_drives_the_sandbox(sandbox: MotoSandbox) -> None:
     seeded = seed_demo_function(sandbox.endpoint_url, REGION)
-    settings = Settings(
-        LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION, LAMBDA_ROLLOUTS_AWS_ENDPOINT_URL=sandbox.endpoint_url
+    settings = Settings(LAMBDA_ROLLOUTS_DEFAULT_REGION=REGION)
+    # The router is not told the endpoint: the sandbox's session names it, as the sandbox's operator's.
+    router = BotoAliasRouter(
+        settings, session_factory=lambda: sandbox_session(REGION, endpoint_url=sandbox.endpoint_url)
     )
-    router = BotoAliasRouter(settings, session_factory=lambda: sandbox_session(REGION))
     target = Target(function_name=seeded["function_name"], alias=seeded["alias"], region=REGION)
 
     current = await router.get_alias(target)

@@ -38,9 +38,7 @@ async def kubectl(kubeconfig: pathlib.Path, *args: str) -> tuple[int, str, str]:
 async def test_kubectl_applies_the_example_and_watches_it_become_healthy(tmp_path: pathlib.Path) -> None:
     async with open_sandbox(workdir=tmp_path) as sandbox:
         config = sandbox.kubeconfig_path
-        code, out, err = await kubectl(
-            config, "apply", "--validate=false", "-f", str(ROOT / "examples/canary.yaml")
-        )
+        code, out, err = await kubectl(config, "apply", "-f", str(ROOT / "examples/canary.yaml"))
         assert code == 0, err
         assert "lambdarollout.lambda.rollouts.dev/checkout-api created" in out
 
@@ -67,7 +65,7 @@ async def test_kubectl_applies_the_example_and_watches_it_become_healthy(tmp_pat
         )
         bad_file = tmp_path / "bad.yaml"
         bad_file.write_text(bad)
-        code, out, err = await kubectl(config, "apply", "--validate=false", "-f", str(bad_file))
+        code, out, err = await kubectl(config, "apply", "-f", str(bad_file))
         assert code != 0
         assert 'spec.version: Invalid value: "$LATEST"' in err
 
@@ -85,7 +83,14 @@ def test_the_sandbox_command_prints_the_exports_and_stops_on_sigterm(tmp_path: p
             if line.startswith("Press Ctrl-C"):
                 break
         exports = [line.split()[1].split("=")[0] for line in lines if line.startswith("export ")]
-        assert exports == ["KUBECONFIG", "AWS_ENDPOINT_URL"]
+        assert exports == [
+            "KUBECONFIG",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+        ]
         assert (tmp_path / ".sandbox" / "kubeconfig").exists()
         # Kopf takes SIGTERM (what a process manager sends) for itself; the sandbox must stop too.
         process.send_signal(signal.SIGTERM)

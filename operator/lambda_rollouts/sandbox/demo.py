@@ -6,15 +6,16 @@ alias, printing every change of the alias's weights and of the rollout's phase a
 1. A healthy canary: applies ``DEMO_ROLLOUT`` (the same manifest as ``examples/canary.yaml``; a
    test keeps them equal) and follows it until the rollout is Healthy with all traffic on
    version 2, then prints a summary with the operator's AWS calls.
-2. A failing release: publishes version 3 (``release 3``, ``publish_demo_release``), starts a
-   ``Traffic`` generator (200 invocations per second through the alias, split by its weights,
-   published to the sandbox's CloudWatch with Lambda's per-version dimensions; version 3 fails a
-   quarter of its invocations, the others none), and ships version 3 the way a user does: a merge
-   patch of ``version``, ``strategy`` and ``analysis`` of the same rollout, taken from
-   ``DEMO_ANALYSIS_ROLLOUT`` (the same manifest as ``examples/analysis.yaml``; a test keeps them
-   equal). The first measurement at 10% fails and the operator rolls back. The demo then prints
-   why: the status message, the Stalled condition's reason, the Warning Events, the last
-   analysis results (``status.analysis``), the time from the failing measurement
+2. A failing release: publishes version 3 (``release 3``, ``publish_demo_release``, its code
+   failing a quarter of its invocations), starts a ``Traffic`` generator (200 invocations per
+   second through the alias, split by its weights, published to the sandbox's CloudWatch with
+   Lambda's per-version dimensions, as counts: version 3 fails a quarter of them, the others
+   none, exactly, so the figures read back are predictable), and ships version 3 the way a
+   user does: a merge patch of ``version``, ``strategy`` and ``analysis`` of the same rollout,
+   taken from ``DEMO_ANALYSIS_ROLLOUT`` (the same manifest as ``examples/analysis.yaml``; a test
+   keeps them equal). The first measurement at 10% fails and the operator rolls back. The demo
+   then prints why: the status message, the Stalled condition's reason, the Warning Events, the
+   last analysis results (``status.analysis``), the time from the failing measurement
    (``status.analysis.lastMeasuredAt``; the operator's clock is the wall clock here) to the first
    read of the alias back on version 2 (the alias is read every 20 ms in this scenario, so the
    figure is an upper bound that includes the poll interval and the read), and the operator's
@@ -473,7 +474,12 @@ async def _failing_release(demo: _Demo, calls_before: Counter[str]) -> bool:
     spec = DEMO_ANALYSIS_ROLLOUT["spec"]
     analysis = spec["analysis"]
     bad = await asyncio.to_thread(
-        publish_demo_release, sandbox.aws_endpoint_url, sandbox.region, BAD_RELEASE, function
+        publish_demo_release,
+        sandbox.aws_endpoint_url,
+        sandbox.region,
+        BAD_RELEASE,
+        function,
+        fail_rate=BAD_ERROR_RATIO,
     )
     print(
         f"\n2/2  A failing release. Published version {bad} (release {BAD_RELEASE}): it fails "
