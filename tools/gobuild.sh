@@ -9,7 +9,7 @@ name=${1:?usage: tools/gobuild.sh NAME}
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/go/$name
 [ -f "$src/build.env" ] || { echo "gobuild: no tool named $name under $here/go" >&2; exit 2; }
-command -v go >/dev/null || { echo "gobuild: Go is not installed; the real API server tier needs Go 1.26 (https://go.dev/dl)" >&2; exit 1; }
+command -v go >/dev/null || { echo "gobuild: Go is not installed; the tests build kube-apiserver, etcd, helm and kstatus with Go 1.26 (https://go.dev/dl)" >&2; exit 1; }
 
 # Go 1.27 turns GOEXPERIMENT=jsonv2 on, which breaks kube-apiserver 1.36's OpenAPI handler:
 # any other Go fetches 1.26 from the module proxy as the go command does for go.mod lines.

@@ -13,10 +13,19 @@ Contract:
   not for the operator's own status writes.
 - A rollout's Events are posted by the operator (``KubeEventSink``, through the status writer),
   in the background, not by ``kopf.event``.
+- One ``Notifier`` (``lambda_rollouts.notifications``) serves every rollout: it reads Secrets
+  through ``Wiring.secrets_factory``, posts its Events through the status writer, reports to the
+  ``observer`` when that is a ``NotificationObserver``, and is closed (its deliveries cancelled:
+  they are still pending in status) when the operator stops.
 - The delete handler (behind the finalizer) runs ``RolloutService.finalize``; project errors
   become ``kopf.TemporaryError`` here and nowhere else, so deletion is retried until it is safe.
 - Startup turns on Kopf's cluster-wide peering (``configure_peering``) unless the operator was
   started standalone, so that of several replicas only the one with the highest priority acts.
+  With a peering named in the settings, no replica acts without that ``ClusterKopfPeering``: its
+  absence is logged as an error and fails the liveness endpoint (the ``peering`` probe). Without
+  one, as Kopf does: the object ``lambda-rollouts`` if it exists, else standalone, with a warning.
+  The object is read through Kopf's own API client module, as ``kube`` writes (Kopf has no public
+  call for it): the operator's login, its retries, its session.
 - Kopf keeps no "last handled state" of the rollouts (``NoDiffBase``: no annotation, no PATCH per
   spec change), and its log line for every watch event handled by ``wake_on_change`` is dropped
   (``quiet_wake_handler_logs``); both cost CPU per event for nothing the operator uses.
@@ -30,18 +39,29 @@ import copy
 import logging
 import os
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import kopf
+from kopf._cogs.clients import api as kopf_api
+from kopf._cogs.clients import errors as kopf_errors
 
 from lambda_rollouts.errors import LambdaRolloutsError
 from lambda_rollouts.hooks import HookDispatcher
-from lambda_rollouts.kube import EventAbout, KopfApiWriter, StatusWriter
+from lambda_rollouts.kube import EventAbout, KopfApiWriter, KopfSecretReader, SecretReader, StatusWriter
 from lambda_rollouts.model import ACTION_ANNOTATION, GROUP, PLURAL, VERSION
-from lambda_rollouts.peering import random_priority
+from lambda_rollouts.notifications import NotificationObserver, Notifier
+from lambda_rollouts.peering import (
+    CLUSTER_PEERING_CRD_NAME,
+    CLUSTER_PEERING_PLURAL,
+    DEFAULT_PEERING_NAME,
+    PEERING_GROUP,
+    PEERING_VERSION,
+    random_priority,
+)
 from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import (
     Backends,
@@ -61,6 +81,12 @@ FINALIZER = f"{GROUP}/finalizer"
 # How long a stopping operator waits for the Events still being posted.
 _EVENTS_GRACE_SECONDS = 5.0
 WAKE_HANDLER_ID = "wake-on-change"
+# The liveness endpoint's check of the peering object.
+PEERING_PROBE_ID = "peering"
+# Reading the peering object: retried at startup (the API server may still be coming up), asked
+# once by a probe, which the kubelet gives a few seconds.
+_PEERING_LOOK_BACKOFFS = (0.5, 1.0, 2.0, 4.0)
+_PEERING_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=3.0)
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +107,12 @@ def default_backends(
     from lambda_rollouts.webhooks import WebhookInvoker
 
     clients = AwsClients(settings, session_factory, on_call=on_aws_call)
-    webhooks = WebhookInvoker()
-    # Lambda's control plane over aiohttp: the alias reads and writes of every step.
-    router = BotoAliasRouter(settings, clients=clients, transport="http")
+    webhooks = WebhookInvoker(allowed_networks=settings.hook_allowed_networks)
     return Backends(
-        router=router,
+        router=BotoAliasRouter(settings, clients=clients),
         metrics=BotoMetricProvider(clients),
         hooks=HookDispatcher(LambdaHookInvoker(clients), webhooks),
-        closers=(webhooks.close, router.close),
+        closers=(webhooks.close, clients.close),
     )
 
 
@@ -100,6 +124,8 @@ class Wiring:
     backends_factory: Callable[[Settings], Backends] = default_backends
     # Made once Kopf has started, with Kopf's settings: the writer sends through Kopf's client.
     writer_factory: Callable[[kopf.OperatorSettings], StatusWriter] = KopfApiWriter
+    # Reads the Secrets that notifications name, through Kopf's client too.
+    secrets_factory: Callable[[kopf.OperatorSettings], SecretReader] = KopfSecretReader
     clock_factory: Callable[[], Clock] = LoopClock
     # None: log in as client-go does (in-cluster service account, then the kubeconfig).
     connection: kopf.ConnectionInfo | None = None
@@ -150,16 +176,24 @@ class _OperatorState:
         self._service: RolloutService | None = None
         self._writer: StatusWriter | None = None
         self._backends: Backends | None = None
+        self._notifier: Notifier | None = None
         self._events_pending: set[asyncio.Task[None]] = set()
+        # The peering object this replica peers through; None when standalone.
+        self.peering: PeeringCheck | None = None
+        self.peering_look: asyncio.Task[bool | None] | None = None
 
     def event_sink(self, body: kopf.Body, namespace: str | None, name: str) -> KubeEventSink:
         about = EventAbout(namespace or "", name, body.metadata.uid)
         return KubeEventSink(self._built()[1], about, self._events_pending)
 
     async def close(self) -> None:
+        if self.peering_look is not None:
+            self.peering_look.cancel()
         if self._events_pending:
             # Events of the last passes: given a moment, never waited for long.
             await asyncio.wait(list(self._events_pending), timeout=_EVENTS_GRACE_SECONDS)
+        if self._notifier is not None:
+            await self._notifier.close()
         if self._writer is not None:
             await self._writer.close()
         if self._backends is not None:
@@ -176,14 +210,24 @@ class _OperatorState:
             wiring = self.wiring
             self._writer = wiring.writer_factory(self.kopf_settings)
             backends = self._backends = wiring.backends_factory(wiring.settings)
+            clock = wiring.clock_factory()
+            observer = wiring.observer if isinstance(wiring.observer, NotificationObserver) else None
+            self._notifier = Notifier.from_settings(
+                wiring.settings,
+                secrets=wiring.secrets_factory(self.kopf_settings),
+                events=self._writer,
+                clock=clock,
+                observer=observer,
+            )
             self._service = RolloutService(
                 settings=wiring.settings,
                 router=backends.router,
                 metrics=backends.metrics,
                 hooks=backends.hooks,
                 writer=self._writer,
-                clock=wiring.clock_factory(),
+                clock=clock,
                 observer=wiring.observer,
+                notifier=self._notifier,
             )
         return self._service, self._writer
 
@@ -204,7 +248,17 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
         settings.posting.level = logging.INFO
         size_worker_threads(wiring.settings)
         quiet_wake_handler_logs()
-        configure_peering(settings, wiring.settings)
+        quiet_probe_logs()
+        state.peering = configure_peering(settings, wiring.settings)
+        if state.peering is not None:
+            # Kopf logs in after the startup handlers: the look waits for the login.
+            state.peering_look = asyncio.create_task(
+                state.peering.look(settings, backoffs=_PEERING_LOOK_BACKOFFS)
+            )
+
+    @kopf.on.probe(registry=registry, id=PEERING_PROBE_ID)
+    async def peering(settings: kopf.OperatorSettings, **_: Any) -> str:
+        return await probe_peering(state.peering, settings)
 
     @kopf.on.cleanup(registry=registry)
     async def close_clients(**_: Any) -> None:
@@ -277,9 +331,10 @@ def configure_persistence(settings: kopf.OperatorSettings) -> None:
 def size_worker_threads(settings: Settings) -> None:
     """Give the running loop a default executor of ``aws_max_concurrent_calls`` threads.
 
-    The AWS adapters run boto3's blocking calls there (``asyncio.to_thread``). asyncio's own
-    default has min(32, CPUs + 4) threads, 6 on two CPUs: with AWS answering in 300 ms, that caps
-    the operator at 20 calls/s whatever its rate limit allows, and a burst of spec changes queues.
+    The AWS calls run in thread pools of their own, one per rate-limit bucket and of this size
+    (``lambda_rollouts.aws.clients``); the default executor takes the rest of the blocking work
+    (``asyncio.to_thread``). asyncio's own default has min(32, CPUs + 4) threads, 6 on two CPUs,
+    which a burst of such work would queue behind.
     """
     loop = asyncio.get_running_loop()
     if _SIZED_LOOPS.get(loop) == settings.aws_max_concurrent_calls:
@@ -335,18 +390,47 @@ def quiet_wake_handler_logs() -> None:
         objects.addFilter(_WakeHandlerSuccessFilter())
 
 
-def configure_peering(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
-    """Make the replicas elect one active operator through ``ClusterKopfPeering`` ``peering_name``.
+class _PeeringProbeFilter(logging.Filter):
+    """Drops the lines that every probe of the liveness endpoint would add about the peering check:
+    Kopf's "Activity 'peering' succeeded." (INFO) and "... failed permanently" (ERROR), and aiohttp's
+    traceback of the 500 that fails the probe. ``PeeringCheck`` logs each change once instead.
+    """
+
+    prefix = f"Activity {PEERING_PROBE_ID!r} "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self.prefix):
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and isinstance(error.__cause__, PeeringMissingError))
+
+
+def quiet_probe_logs() -> None:
+    """Keep the peering probe's repeated lines out of the logs (installed once per process)."""
+    for name in ("kopf.activities.probe", "aiohttp.server"):
+        target = logging.getLogger(name)
+        if not any(isinstance(existing, _PeeringProbeFilter) for existing in target.filters):
+            target.addFilter(_PeeringProbeFilter())
+
+
+def configure_peering(kopf_settings: kopf.OperatorSettings, settings: Settings) -> PeeringCheck | None:
+    """Make the replicas elect one active operator through a ``ClusterKopfPeering``; return what
+    the operator checks of that object (``PeeringCheck``), or None when it runs standalone.
 
     Nothing changes when Kopf was started standalone (``kopf.operator(standalone=True)``, as the
     sandbox and single-operator tests do) or ``settings.peering_standalone`` is set. Otherwise:
 
-    - mandatory: a replica stays paused until it has read the peering object, and forever while
-      the CRD or the object is missing (never two acting replicas for want of a peering object);
-      a CRD added after the start is not noticed, since Kopf's CRD scanning is off;
+    - ``settings.peering_name`` set (the Deployment of ``deploy/``): mandatory. A replica stays
+      paused until it has read that object, and forever while the CRD or the object is missing
+      (never two acting replicas for want of a peering object); the check logs that as an error
+      and the ``peering`` probe fails the liveness endpoint meanwhile;
+    - not set: Kopf's convention. Peering through ``lambda-rollouts`` when that object exists; else
+      the operator acts standalone, and the check says so with a warning. A replica starts
+      unpaused: two replicas run this way may both act until they have seen each other;
     - cluster-wide even when the operator watches some namespaces only, since only
       ``clusterkopfpeerings`` is installed; operators watching disjoint namespaces need distinct
-      peering names, or they pause each other;
+      peering names, or they pause each other. A CRD added after the start is not noticed, since
+      Kopf's CRD scanning is off;
     - the priority is ``settings.peering_priority``, or a random one for this process: two live
       peers of equal priority pause *both* (Kopf's own rule), so replicas must not share one;
     - ``settings.peering_lifetime_seconds`` bounds how long a crashed active replica blocks the
@@ -359,22 +443,114 @@ def configure_peering(kopf_settings: kopf.OperatorSettings, settings: Settings) 
     peering = kopf_settings.peering
     if peering.standalone or settings.peering_standalone:
         peering.standalone = True
-        return
+        return None
+    required = settings.peering_name is not None
     peering.standalone = False
-    peering.mandatory = True
+    peering.mandatory = required
     peering.clusterwide = True
-    peering.name = settings.peering_name
+    peering.name = settings.peering_name or DEFAULT_PEERING_NAME
     peering.priority = (
         settings.peering_priority if settings.peering_priority is not None else random_priority()
     )
     peering.lifetime = settings.peering_lifetime_seconds
     peering.stealth = True
-    logger.info(
-        "Peering in ClusterKopfPeering %r with priority %d: the replica with the highest priority acts;"
-        " the others wait (and so does every replica while that object or its CRD is missing).",
-        peering.name,
-        peering.priority,
-    )
+    return PeeringCheck(peering.name, required=required, priority=peering.priority)
+
+
+class PeeringMissingError(kopf.PermanentError):
+    """The named peering object is missing: the probe fails (Kopf answers the probe with a 500)."""
+
+
+@dataclass
+class PeeringCheck:
+    """Whether the ``ClusterKopfPeering`` this replica peers through exists, as last read.
+
+    ``look`` reads it and logs what changed, once per change: found (INFO, peering on); missing
+    while ``required`` (ERROR: this replica does nothing until it exists); missing otherwise
+    (WARNING: acting standalone). A read that fails says nothing about the object and changes
+    nothing.
+    """
+
+    name: str
+    required: bool
+    priority: int
+    found: bool | None = None
+    # Why it is missing: the object, or its CRD.
+    missing: str = ""
+
+    async def look(
+        self,
+        kopf_settings: kopf.OperatorSettings,
+        *,
+        backoffs: Sequence[float] = (),
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> bool | None:
+        """Read the object through Kopf's client (it waits for the login); True if it exists."""
+        path = f"/apis/{PEERING_GROUP}/{PEERING_VERSION}/{CLUSTER_PEERING_PLURAL}/{self.name}"
+        try:
+            response = await kopf_api.request(
+                "get", path, settings=kopf_settings, backoffs=backoffs, timeout=client_timeout, logger=logger
+            )
+            response.release()
+        except kopf_errors.APINotFoundError as exc:
+            # A missing object is named in the answer's details; a missing CRD is an unknown path.
+            details = exc.details
+            named = details is not None and details.get("name") == self.name
+            self._seen(False, "" if named else f"its CRD {CLUSTER_PEERING_CRD_NAME} is not installed")
+        except (kopf_errors.APIError, aiohttp.ClientError, TimeoutError, kopf.LoginError) as exc:
+            logger.warning("Cannot read the ClusterKopfPeering %r: %s", self.name, exc)
+            return None
+        else:
+            self._seen(True)
+        return self.found
+
+    def problem(self) -> str:
+        what = f"ClusterKopfPeering {self.name!r} not found"
+        return f"{what} ({self.missing})" if self.missing else what
+
+    def _seen(self, found: bool, missing: str = "") -> None:
+        changed = found != self.found or missing != self.missing
+        self.found, self.missing = found, missing
+        if not changed:
+            return
+        if found:
+            logger.info(
+                "Peering in ClusterKopfPeering %r with priority %d: the replica with the highest"
+                " priority acts; the others wait.",
+                self.name,
+                self.priority,
+            )
+        elif self.required:
+            logger.error(
+                "%s: this replica does nothing until it exists (--peering or LAMBDA_ROLLOUTS_PEERING_NAME"
+                " names it), and its liveness endpoint fails meanwhile. Create it: kubectl apply -k"
+                " deploy/, or apply deploy/crds/clusterkopfpeerings.yaml and a ClusterKopfPeering named %s.",
+                self.problem(),
+                self.name,
+            )
+        else:
+            logger.warning(
+                "%s: acting standalone. That is safe for one replica only; for more, create it"
+                " (deploy/ does) and start every replica with --peering %s.",
+                self.problem(),
+                self.name,
+            )
+
+
+async def probe_peering(check: PeeringCheck | None, kopf_settings: kopf.OperatorSettings) -> str:
+    """The ``peering`` probe: what this replica peers through; a named object that is missing
+    fails it (``PeeringMissingError``). A read that fails keeps the last answer: the API server's
+    trouble is no reason to restart the operator.
+    """
+    if check is None:
+        return "standalone"
+    if check.required:
+        await check.look(kopf_settings, client_timeout=_PEERING_PROBE_TIMEOUT)
+        if check.found is False:
+            raise PeeringMissingError(check.problem())
+    if check.found is None:
+        return f"ClusterKopfPeering {check.name}: not read yet"
+    return f"ClusterKopfPeering {check.name}" if check.found else "standalone"
 
 
 async def login_as_client_go(wiring: Wiring, **kwargs: Any) -> kopf.ConnectionInfo | None:

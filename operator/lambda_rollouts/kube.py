@@ -10,7 +10,12 @@ did: the caller that removed it owns the request it carried, exactly once.
 rollout's name, namespace and uid), as kubectl shows them: ``lambda-rollouts`` as its source,
 first and last seen now, count 1, the message cut to 1,024 characters. A rollout that no longer
 exists raises ``ObjectGoneError``; any other failure raises ``KubernetesError`` (transient).
-``RecordingStatusWriter`` is the fake for tests.
+``lambda_rollouts.testing.kube.RecordingStatusWriter`` is the fake for tests.
+
+``SecretReader.read_secret`` reads one Secret by name (a GET: the operator may get Secrets, never
+list or watch them) and returns its data decoded from base64, or None when it does not exist; any
+other failure raises ``KubernetesError``. Callers never log or show what it returns.
+``KopfSecretReader`` reads through Kopf's API client, as ``KopfApiWriter`` writes.
 
 ``KopfApiWriter`` sends these requests through Kopf's own API client, the one its watches use:
 the credentials of the operator's login (every kubeconfig form and the in-cluster account, see
@@ -24,6 +29,10 @@ real API server tier (``tests/envtest``) runs every path of it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import itertools
 import logging
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,7 +81,13 @@ class StatusWriter(Protocol):
     async def close(self) -> None: ...
 
 
-def event_body(about: EventAbout, type: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
+def event_body(
+    about: EventAbout, type: str, reason: str, message: str, now: datetime, serial: int = 0
+) -> dict[str, Any]:
+    """An Event named as client-go names them, ``<object>.<hex nanoseconds>``: ``kubectl get events``
+    lists in name order, so a rollout's Events come in the order they were posted. ``serial``
+    (0-999) tells apart Events of the same microsecond.
+    """
     if len(message) > MAX_EVENT_MESSAGE:
         message = message[: MAX_EVENT_MESSAGE - 3] + "..."
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -87,7 +102,7 @@ def event_body(about: EventAbout, type: str, reason: str, message: str, now: dat
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"namespace": about.namespace, "generateName": f"{about.name}."},
+        "metadata": {"namespace": about.namespace, "name": f"{about.name}.{_nanoseconds(now) + serial:x}"},
         "involvedObject": involved,
         "type": type,
         "reason": reason,
@@ -99,6 +114,11 @@ def event_body(about: EventAbout, type: str, reason: str, message: str, now: dat
         "lastTimestamp": stamp,
         "count": 1,
     }
+
+
+def _nanoseconds(moment: datetime) -> int:
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 def status_merge_patch(status: Mapping[str, Any], previous: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,6 +144,7 @@ class KopfApiWriter:
     def __init__(self, settings: kopf.OperatorSettings, backoffs: Iterable[float] = WRITE_BACKOFFS) -> None:
         self._settings = settings
         self._backoffs = tuple(backoffs)
+        self._serials = itertools.cycle(range(1000))
 
     async def _send(self, method: str, path: str, content_type: str, body: Any, what: str) -> None:
         """One request; a 404 of the rollout itself is ``ObjectGoneError``."""
@@ -180,7 +201,7 @@ class KopfApiWriter:
             "post",
             f"/api/v1/namespaces/{about.namespace}/events",
             "application/json",
-            event_body(about, type, reason, message, datetime.now(UTC)),
+            event_body(about, type, reason, message, datetime.now(UTC), next(self._serials)),
             f"posting the {reason} Event of {about.namespace}/{about.name}",
         )
 
@@ -188,29 +209,39 @@ class KopfApiWriter:
         pass  # the session is Kopf's
 
 
-class RecordingStatusWriter:
-    """The fake writer: keeps every written status, in order, per rollout."""
+class SecretReader(Protocol):
+    async def read_secret(self, namespace: str, name: str) -> Mapping[str, bytes] | None: ...
 
-    def __init__(self) -> None:
-        self.writes: list[tuple[str, str, dict[str, Any]]] = []
-        self.current: dict[tuple[str, str], dict[str, Any]] = {}
-        # (namespace, name, key, value) of every annotation taken.
-        self.taken: list[tuple[str, str, str, str]] = []
-        # (about, type, reason, message) of every Event posted.
-        self.events: list[tuple[EventAbout, str, str, str]] = []
 
-    async def take_annotation(self, namespace: str, name: str, key: str, value: str) -> bool:
-        self.taken.append((namespace, name, key, value))
-        return True
+class KopfSecretReader:
+    """The real ``SecretReader``, over Kopf's API client; it works inside the operator's tasks only."""
 
-    async def write_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], previous: Mapping[str, Any]
-    ) -> None:
-        self.writes.append((namespace, name, dict(status)))
-        self.current[(namespace, name)] = dict(status)
+    def __init__(self, settings: kopf.OperatorSettings, backoffs: Iterable[float] = WRITE_BACKOFFS) -> None:
+        self._settings = settings
+        self._backoffs = tuple(backoffs)
 
-    async def post_event(self, about: EventAbout, type: str, reason: str, message: str) -> None:
-        self.events.append((about, type, reason, message))
-
-    async def close(self) -> None:
-        pass
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        what = f"reading Secret {namespace}/{name}"
+        try:
+            response = await kopf_api.request(
+                "get",
+                f"/api/v1/namespaces/{namespace}/secrets/{name}",
+                settings=self._settings,
+                backoffs=self._backoffs,
+                logger=logger,
+            )
+            async with response:
+                body = await response.json()
+        except kopf_errors.APINotFoundError:
+            return None
+        except kopf_errors.APIError as exc:
+            # The API server's Status message names the Secret and the reason, never its data.
+            raise KubernetesError(f"{what} failed with HTTP {exc.status}: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise KubernetesError(f"{what} failed: {type(exc).__name__}") from exc
+        data = body.get("data") if isinstance(body, dict) else None
+        decoded: dict[str, bytes] = {}
+        for key, value in (data or {}).items():
+            with contextlib.suppress(binascii.Error, TypeError, ValueError):
+                decoded[key] = base64.b64decode(value, validate=True)
+        return decoded

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from lambda_rollouts.errors import SpecError
@@ -110,6 +110,17 @@ class Reason(enum.StrEnum):
     HOOK_FAILED = "HookFailed"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     ALARM_NOT_FOUND = "AlarmNotFound"
+    # Notifications (Events only): a delivery that failed or was refused, and a subscription of the
+    # spec that tenancy or the address rule refuses.
+    NOTIFICATION_FAILED = "NotificationFailed"
+    NOTIFICATION_REFUSED = "NotificationRefused"
+
+
+# The rollbacks the rollout decides itself (Warning Events, Stalled=True). A notification subscribed
+# to RolledBack hears of them too: each says that traffic went back to the stable version.
+ROLLBACK_REASONS: Final = frozenset(
+    {Reason.ANALYSIS_FAILED, Reason.HOOK_FAILED, Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.ABORTED}
+)
 
 
 class Verdict(enum.StrEnum):
@@ -433,6 +444,71 @@ class Hooks(_Model):
     confirm_promotion: ConfirmHook | None = None
 
 
+# Notifications: who is told what happened to a rollout (lambda_rollouts.notifications sends them).
+SECRET_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
+MAX_NOTIFICATIONS: Final = 20
+NOTIFICATION_CHANNEL_MESSAGE: Final = "a notification sets exactly one of webhook, slack, teams"
+NOTIFICATION_EVENTS_MESSAGE: Final = (
+    "NotificationFailed cannot be subscribed to: a failed notification is reported by a Warning Event "
+    "and the lambda_rollouts_notifications_total metric"
+)
+
+
+class NotificationChannel(enum.StrEnum):
+    WEBHOOK = "webhook"
+    SLACK = "slack"
+    TEAMS = "teams"
+
+
+class SecretKeyRef(_Model):
+    """One key of a Secret in the rollout's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN)
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)
+
+
+class WebhookNotification(_Model):
+    """A JSON POST to ``url``, signed with HMAC-SHA256 when ``secret_ref`` names the key."""
+
+    url: str = Field(max_length=2048, pattern=URL_PATTERN)
+    secret_ref: SecretKeyRef | None = None
+
+
+class ChatNotification(_Model):
+    """A Slack or Teams incoming webhook, whose URL (a secret itself) is read from a Secret."""
+
+    webhook_secret_ref: SecretKeyRef
+
+
+class Notification(_Model):
+    """Who is told when the rollout posts an Event with one of ``events`` as its reason."""
+
+    events: list[Reason] = Field(min_length=1, max_length=len(Reason))
+    webhook: WebhookNotification | None = None
+    slack: ChatNotification | None = None
+    teams: ChatNotification | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _events_can_be_notified(cls, value: list[Reason]) -> list[Reason]:
+        if Reason.NOTIFICATION_FAILED in value:
+            raise ValueError(NOTIFICATION_EVENTS_MESSAGE)
+        return value
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> Notification:
+        if [self.webhook, self.slack, self.teams].count(None) != 2:
+            raise ValueError(NOTIFICATION_CHANNEL_MESSAGE)
+        return self
+
+    @property
+    def channel(self) -> NotificationChannel:
+        if self.webhook is not None:
+            return NotificationChannel.WEBHOOK
+        return NotificationChannel.SLACK if self.slack is not None else NotificationChannel.TEAMS
+
+
 class CanaryStep(_Model):
     set_weight: int | None = Field(default=None, ge=0, le=100)
     pause: PauseStep | None = None
@@ -535,6 +611,7 @@ class RolloutSpec(_Model):
     progress_deadline_seconds: int | None = Field(default=None, ge=1)
     paused: bool = False
     on_drift: DriftPolicy = DriftPolicy.PAUSE
+    notifications: list[Notification] = Field(default_factory=list, max_length=MAX_NOTIFICATIONS)
 
     @model_validator(mode="after")
     def _one_version(self) -> RolloutSpec:
@@ -730,6 +807,10 @@ class LastAction(_Model):
     result: ActionResult
     message: str = ""
     at: str
+    # Where the rollout was when the action was handled: its step (status.currentStepIndex) and
+    # the version rolling out, so that a later rollout does not inherit what the action did.
+    step_index: int | None = None
+    version: str | None = None
 
 
 class HookStatus(_Model):
@@ -745,6 +826,41 @@ class HookStatus(_Model):
     at: str
     # When a waiting gate (confirmPromotion) is asked again.
     next_attempt_at: str | None = None
+
+
+class PendingNotification(_Model):
+    """A notification due but not delivered yet: what it says, and the subscriptions still to tell.
+
+    Kept in status from the pass that decided it until every subscription has it (or was given up
+    on), so that a restarted operator still sends it, under the same ``id``.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    id: str
+    reason: str
+    type: str = EventType.NORMAL.value
+    message: str = ""
+    at: str
+    function_name: str = ""
+    alias: str = ""
+    phase: str | None = None
+    stable_version: str | None = None
+    canary_version: str | None = None
+    canary_weight: float | None = None
+    # The keys of the subscriptions still to deliver to (``lambda_rollouts.notifications``).
+    subscriptions: list[str] = Field(default_factory=list)
+
+
+def step_label(phase: str | None, index: int | None, count: int | None) -> str | None:
+    """Where a rollout is, counted from 1 as its messages count ("step 2/4"): ``2/4``; ``promotion``
+    once past the last step; ``done`` once Healthy; None before the operator has counted the steps.
+    """
+    if phase == Phase.HEALTHY:
+        return "done"
+    if index is None or count is None:
+        return None
+    return "promotion" if index >= count else f"{index + 1}/{count}"
 
 
 class RolloutStatus(_Model):
@@ -784,7 +900,12 @@ class RolloutStatus(_Model):
     # The published version that spec.versionFrom resolved to, and what it was resolved from.
     resolved_version: str | None = None
     resolved_from: str | None = None
+    # Notifications decided but not yet delivered (lambda_rollouts.notifications).
+    pending_notifications: list[PendingNotification] | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    # The current step as the messages count them (step_label), for people and the printer column.
+    # Derived: to_wire writes it from phase, currentStepIndex and stepCount, whatever it holds here.
+    step: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> RolloutStatus:
@@ -795,4 +916,8 @@ class RolloutStatus(_Model):
             return cls()
 
     def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        wire = self.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"step"})
+        step = step_label(self.phase, self.current_step_index, self.step_count)
+        if step is not None:
+            wire["step"] = step
+        return wire

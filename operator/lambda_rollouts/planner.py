@@ -81,6 +81,7 @@ from lambda_rollouts.model import (
     format_time,
     parse_duration,
     parse_time,
+    step_label,
 )
 from lambda_rollouts.observed import AliasState, VersionInfo
 
@@ -425,14 +426,23 @@ def plan(
     if result.verify or result.measure or result.run_hook:
         return result
     outcome = result.status.message or ""
-    message = f"{request.value.partition(':')[0]}: {decision.message or outcome}"
+    name = request.value.partition(":")[0]
+    message = f"{name}: {decision.message or outcome}"
     applied = decision.applied
+    drift = _drift_found(result) if applied and decision.directive in _PROMOTIONS else None
+    if drift is not None:
+        # The alias was found changed outside the operator: the pass paused (or restored it)
+        # instead of promoting, so the promote was not carried out.
+        applied = False
+        message = f"{name}: not applied: {drift}"
     ack = LastAction(
-        action=request.value.partition(":")[0],
+        action=name,
         id=request.id,
         result=ActionResult.APPLIED if applied else ActionResult.REJECTED,
         message=message,
         at=format_time(now),
+        step_index=status.current_step_index if _in_flight(status) else None,
+        version=status.canary_version if _in_flight(status) else None,
     )
     event = Event(
         EventType.NORMAL if applied else EventType.WARNING,
@@ -441,6 +451,20 @@ def plan(
     )
     result = replace(result, events=(event, *result.events))
     return _carry_action_state(result, ack, held)
+
+
+_PROMOTIONS = (ManualAction.PROMOTE, ManualAction.PROMOTE_FULL)
+
+
+def _drift_found(result: Plan) -> str | None:
+    """What this pass said of the alias it found changed outside the operator (it paused, or
+    restored the alias); None when it found no such change."""
+    for event in result.events:
+        if event.reason in (Reason.DRIFTED, Reason.DRIFT_CORRECTED):
+            return event.message
+    if result.status.drift is not None:
+        return result.status.message or "the alias was changed outside the operator"
+    return None
 
 
 def reject_request(result: Plan, request: ActionRequest, why: str, *, now: datetime) -> Plan:
@@ -493,6 +517,14 @@ def _decide(
     rolled_back = desired is not None and _rolled_back(status, desired)
     where = _where(status, desired)
     if action == ManualAction.RETRY:
+        if not rolled_back and in_flight:
+            step = step_label(status.phase, status.current_step_index, status.step_count) or ""
+            at = f" at step {step}" if "/" in step else f" at {step}" if step else ""
+            return _Decision(
+                False,
+                f"nothing to retry: version {desired} is in flight ({status.phase}{at}), not rolled back; "
+                "retry rolls a version out again after an abort or a rollback",
+            )
         if not rolled_back:
             return _Decision(False, f"nothing to retry: {where}")
         if (status.canary_weight or 0.0) > 0 or (alias is not None and alias.routing):

@@ -5,23 +5,37 @@ Installed as the console script ``kubectl-lambdarollout``; with it on PATH, kube
 
 Commands:
 - ``list [-A]``: one line per rollout: name, function, alias, stable and canary versions, weight,
-  phase, step (n/m) and the message, shortened.
-- ``get NAME``: one rollout in depth: function, alias, versions, weight, phase and message, the
-  Ready/Reconciling/Stalled conditions, the steps with the current one marked, the last analysis
-  results, hooks, the last manual action and the newest Events of the object.
+  phase, step and the message, shortened. The step counts from 1 as the messages do (``2/4``,
+  ``promotion``, ``done``): ``status.step``, or the same reckoned from ``currentStepIndex``.
+- ``get NAME [--watch] [--timeout D]``: one rollout in depth: function, alias, versions, weight,
+  phase and message, the Ready/Reconciling/Stalled conditions, the steps with the current one
+  marked (``skip`` for those a ``promote-full`` skipped), the last analysis results, hooks, the last
+  manual action and the newest Events of the object, oldest first. With ``--watch`` the view is
+  drawn again on every change, as ``kubectl argo rollouts get rollout -w`` does: the screen is
+  cleared and redrawn on a terminal; elsewhere each new view follows the last after a
+  ``--- HH:MM:SS`` line. It ends after ``--timeout`` (exit 0) or on Ctrl-C.
 - ``promote NAME [--full]``, ``abort NAME``, ``retry NAME``, ``pause NAME``, ``resume NAME``: ask
   the operator for a manual action and wait (``--wait``, default 30s, ``0``: do not wait) for
   its answer, which is printed.
 - ``status NAME [--watch] [--timeout 10m]``: the rollout's state in one line; with ``--watch``
   (implied by ``--timeout``) one line per change until the rollout is done. For CI after
-  applying a new version.
+  applying a new version. A timed pause's countdown is reckoned afresh from ``stepStartedAt``
+  (the operator writes it once); a countdown alone is no change worth a line.
+- ``dashboard [-A] [--address 127.0.0.1] [--port 3100]``: a local web page of the rollouts, live
+  (kubectl watches of the rollouts and their Events), each with its weight over time, its steps,
+  ``get``'s conditions, analysis, hooks, last action and Events, and buttons for the actions, sent
+  as the action commands send them (ids ``dashboard-<8 hex digits>``). Served on loopback unless
+  told otherwise (with a warning); until Ctrl-C or SIGTERM (exit 0). ``dashboard_view`` turns a
+  rollout into what the page shows with ``get``'s own readers; ``lambda_rollouts.dashboard``
+  serves it and holds the page's safety rules.
 
 Options of every command (also accepted before the command): ``--namespace/-n``, ``--context``,
-``--kubeconfig``; kubectl itself reads ``KUBECONFIG``.
+``--kubeconfig``; kubectl itself reads ``KUBECONFIG``. ``-h`` is ``--help``.
 
 Exit codes:
-- actions: 0 applied; 1 rejected by the operator (its reason is printed); 2 no answer within
-  ``--wait`` (the operator may not be running).
+- actions: 0 applied; 1 rejected or not carried out by the operator (its reason is printed, e.g.
+  a promote that found the alias changed outside the operator); 2 no answer within ``--wait``
+  (the operator may not be running).
 - ``status``: 0 Healthy with ``status.observedGeneration == metadata.generation``; 1 Stalled=True
   (Degraded: failed, rolled back or aborted; the reason is printed); 2 ``--timeout`` passed
   first; 3 (without watching) still in progress.
@@ -64,6 +78,7 @@ from typing import Any, Final, NoReturn, TypeVar
 import click
 
 from lambda_rollouts import __version__
+from lambda_rollouts.dashboard.view import DashboardError, EventRow, RolloutView, StepRow, WeightPoint
 from lambda_rollouts.errors import SpecError
 from lambda_rollouts.model import (
     ACTION_ANNOTATION,
@@ -71,14 +86,20 @@ from lambda_rollouts.model import (
     GROUP,
     KIND,
     PLURAL,
+    ROLLBACK_REASONS,
     ActionResult,
     ConditionType,
     ManualAction,
+    Pause,
     Phase,
+    Reason,
     RolloutSpec,
+    Step,
     describe_step,
+    format_duration,
     parse_duration,
     parse_time,
+    step_label,
 )
 
 PROGRAM: Final = "kubectl lambdarollout"
@@ -103,6 +124,16 @@ STATUS_POLL_SECONDS: Final = 1.0
 KUBECTL_TIMEOUT_SECONDS: Final = 60.0
 MESSAGE_WIDTH: Final = 60
 EVENT_COUNT: Final = 10
+
+# A read started after this little time left before a deadline still gets this long to answer.
+MIN_READ_SECONDS: Final = 5.0
+# The moment ``get --watch`` renders a view as to tell whether it changed (see _view_key).
+_KEY_MOMENT: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+# The countdown the operator ends a timed pause's message with: "step 2/4: pause 5m (3m12s left)".
+_COUNTDOWN: Final = re.compile(r" \((\d+[hms])+ left\)$")
+# An Event named as the operator names them, <rollout>.<hex nanoseconds>: its time to the nanosecond.
+_EVENT_NAME: Final = re.compile(r"\.([0-9a-f]{1,24})$")
 
 # klog lines ("E1126 12:15:43.712848   16510 memcache.go:381] ...") repeat what kubectl's own
 # last line says in plainer words.
@@ -161,7 +192,8 @@ class Kubectl:
     binary: str
     connection: Connection
 
-    def run(self, *args: str, namespaced: bool = True, timeout: float = KUBECTL_TIMEOUT_SECONDS) -> str:
+    def command(self, *args: str, namespaced: bool = True) -> list[str]:
+        """The command line of one kubectl run, with the connection's options."""
         command = [self.binary]
         if self.connection.kubeconfig:
             command += ["--kubeconfig", self.connection.kubeconfig]
@@ -169,7 +201,10 @@ class Kubectl:
             command += ["--context", self.connection.context]
         if namespaced and self.connection.namespace:
             command += ["--namespace", self.connection.namespace]
-        command += args
+        return [*command, *args]
+
+    def run(self, *args: str, namespaced: bool = True, timeout: float = KUBECTL_TIMEOUT_SECONDS) -> str:
+        command = self.command(*args, namespaced=namespaced)
         try:
             completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
         except FileNotFoundError as error:
@@ -259,12 +294,18 @@ def _condition(status: Mapping[str, Any], kind: ConditionType) -> Mapping[str, A
 
 
 def _step_column(status: Mapping[str, Any]) -> str:
-    index, count = status.get("currentStepIndex"), status.get("stepCount")
-    if not isinstance(index, int) or not isinstance(count, int):
-        return "-"
-    if index >= count:
-        return "done"
-    return f"{index + 1}/{count}"
+    """The step counted from 1, as the messages and the printer column show it."""
+    step = status.get("step")
+    if isinstance(step, str) and step:
+        return step
+    # An operator of an older release writes no status.step: the same, reckoned here.
+    index, count, phase = status.get("currentStepIndex"), status.get("stepCount"), status.get("phase")
+    label = step_label(
+        phase if isinstance(phase, str) else None,
+        index if isinstance(index, int) else None,
+        count if isinstance(count, int) else None,
+    )
+    return label or "-"
 
 
 def _shorten(text: str, width: int = MESSAGE_WIDTH) -> str:
@@ -318,13 +359,16 @@ class State:
     outcome: Outcome
     phase: str
     weight: str
+    # The operator's message, without the countdown of a timed pause.
     message: str
     reason: str
     # The spec generation the operator has not yet handled, if any.
     unobserved_generation: int | None
+    # What is left of a timed pause, as of when the rollout was read; no change in itself.
+    countdown: str | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
-    def of(cls, body: Mapping[str, Any]) -> State:
+    def of(cls, body: Mapping[str, Any], now: datetime | None = None) -> State:
         status = _mapping(body.get("status"))
         generation = _mapping(body.get("metadata")).get("generation")
         # As kstatus reads it: a status written for an older spec says nothing about the current one.
@@ -337,13 +381,21 @@ class State:
         else:
             outcome = Outcome.IN_PROGRESS
         ready = _condition(status, ConditionType.READY)
+        message = _text(status.get("message"), "no status yet: the operator has not handled it")
+        countdown: str | None = None
+        found = _COUNTDOWN.search(message)
+        if found is not None:
+            message = message[: found.start()]
+            left = _pause_left(body, now or datetime.now(UTC)) if current else None
+            countdown = format_duration(left) if left is not None else found.group().strip()[1:-6]
         return cls(
             outcome=outcome,
             phase=_text(status.get("phase"), "Pending"),
             weight=_text(status.get("canaryWeight")),
-            message=_text(status.get("message"), "no status yet: the operator has not handled it"),
+            message=message,
             reason=_text(stalled.get("reason") if outcome is Outcome.STALLED else ready.get("reason"), ""),
             unobserved_generation=None if current else generation,
+            countdown=countdown,
         )
 
     def line(self, name: str) -> str:
@@ -356,7 +408,25 @@ class State:
             if self.unobserved_generation is not None
             else ""
         )
-        return f"{name}: {phase}, {weight}: {self.message}{pending}"
+        left = f" ({self.countdown} left)" if self.countdown is not None else ""
+        return f"{name}: {phase}, {weight}: {self.message}{left}{pending}"
+
+
+def _pause_left(body: Mapping[str, Any], now: datetime) -> float | None:
+    """Seconds left of the timed pause the rollout is in, from its spec and ``stepStartedAt`` (the
+    operator moves that forward by the time ``spec.paused`` held the rollout); None when unknown."""
+    spec, status = _mapping(body.get("spec")), _mapping(body.get("status"))
+    index, started = status.get("currentStepIndex"), _moment(status.get("stepStartedAt"))
+    if not isinstance(index, int) or started is None or status.get("pausedAt"):
+        return None
+    try:
+        steps = RolloutSpec.parse(dict(spec)).steps()
+    except SpecError:
+        return None
+    step = steps[index] if 0 <= index < len(steps) else None
+    if not isinstance(step, Pause) or step.seconds is None:
+        return None
+    return max(0.0, step.seconds - (now - started).total_seconds())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,25 +556,48 @@ def _name(body: Mapping[str, Any]) -> str:
 @lambdarollout.command(name="get")
 @connection_options
 @click.argument("name")
+@click.option("--watch", "-w", is_flag=True, help="Draw the view again on every change, until Ctrl-C.")
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    callback=_seconds,
+    metavar="DURATION",
+    default=None,
+    help="Stop watching after this long (implies --watch).",
+)
 @click.pass_context
-def get_rollout(ctx: click.Context, name: str) -> None:
+def get_rollout(ctx: click.Context, name: str, watch: bool, timeout_seconds: float | None) -> None:
     """Show one rollout in depth: state, steps, analysis, hooks, last action, Events."""
     kubectl = _kubectl(ctx)
     body = kubectl.get_rollout(name)
-    now = datetime.now(UTC)
-    for line in describe_rollout(body, now):
-        click.echo(line)
-    click.echo("Events:")
+    if not watch and timeout_seconds is None:
+        for line in _view(body, _recent_events_or_trouble(kubectl, body), datetime.now(UTC)):
+            click.echo(line)
+        return
+    _watch_view(kubectl, name, body, timeout_seconds)
+
+
+def _recent_events_or_trouble(kubectl: Kubectl, body: Mapping[str, Any]) -> list[Mapping[str, Any]] | str:
     try:
-        events = _recent_events(kubectl, body)
+        return _recent_events(kubectl, body)
     except PluginError as error:
         # Events are helpful but not essential: a user without access to them still sees the rest.
-        click.echo(f"  cannot be read: {error.message}")
-        return
+        return error.message
+
+
+def _view(body: Mapping[str, Any], events: list[Mapping[str, Any]] | str, now: datetime) -> list[str]:
+    """The lines of ``get``: the rollout, then its Events (or why they cannot be read)."""
+    lines = [*describe_rollout(body, now), "Events:"]
+    if isinstance(events, str):
+        return [*lines, f"  cannot be read: {events}"]
     if not events:
-        click.echo("  none")
-        return
-    rows = [
+        return [*lines, "  none"]
+    return lines + _table(["TYPE", "REASON", "AGE", "MESSAGE"], _event_rows(events, now), indent="  ")
+
+
+def _event_rows(events: Sequence[Mapping[str, Any]], now: datetime) -> list[list[str]]:
+    """Type, reason, age and message of each Event, as ``get`` lists them."""
+    return [
         [
             _text(event.get("type")),
             _text(event.get("reason")),
@@ -513,8 +606,60 @@ def get_rollout(ctx: click.Context, name: str) -> None:
         ]
         for event in events
     ]
-    for line in _table(["TYPE", "REASON", "AGE", "MESSAGE"], rows, indent="  "):
-        click.echo(line)
+
+
+def _watch_view(kubectl: Kubectl, name: str, body: Mapping[str, Any], timeout_seconds: float | None) -> None:
+    """``get --watch``: the view again whenever the rollout or its Events change.
+
+    On a terminal the screen is redrawn in place, ages included; elsewhere (a pipe, a CI log) a
+    view is printed only when what it shows changed, after a ``--- HH:MM:SS`` line.
+    """
+    terminal = sys.stdout.isatty()
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+    shown: tuple[str, ...] | None = None
+    drawn: list[str] = []
+    trouble = ""
+    while True:
+        events = _recent_events_or_trouble(kubectl, body)
+        lines = _view(body, events, datetime.now(UTC))
+        changed = _view_key(body, events) != shown
+        if terminal and (changed or lines != drawn):
+            click.clear()
+            click.echo("\n".join(lines))
+        elif changed:
+            if shown is not None:
+                click.echo("")
+            click.echo(f"--- {datetime.now().strftime('%H:%M:%S')}")
+            click.echo("\n".join(lines))
+        shown, drawn = _view_key(body, events), lines
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        pause = (
+            STATUS_POLL_SECONDS if deadline is None else min(STATUS_POLL_SECONDS, deadline - time.monotonic())
+        )
+        time.sleep(max(0.0, pause))
+        try:
+            body = kubectl.get_rollout(name, timeout=_read_timeout(deadline))
+        except KubectlError as error:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            trouble = _report_trouble(name, error, trouble)
+        else:
+            trouble = ""
+
+
+def _view_key(body: Mapping[str, Any], events: list[Mapping[str, Any]] | str) -> tuple[str, ...]:
+    """What a view shows, its ages and countdowns aside: the view as of one fixed moment (every
+    age then reads 0s, every countdown the same), so a status write that only counts down, or a
+    write of nothing new, is no change."""
+    return tuple(_view(body, events, _KEY_MOMENT))
+
+
+def _read_timeout(deadline: float | None) -> float:
+    """How long one read may take: up to the deadline, but never less than ``MIN_READ_SECONDS``."""
+    if deadline is None:
+        return KUBECTL_TIMEOUT_SECONDS
+    return min(KUBECTL_TIMEOUT_SECONDS, max(deadline - time.monotonic(), MIN_READ_SECONDS))
 
 
 def describe_rollout(body: Mapping[str, Any], now: datetime) -> list[str]:
@@ -530,12 +675,12 @@ def describe_rollout(body: Mapping[str, Any], now: datetime) -> list[str]:
         f"Canary:      {_text(status.get('canaryVersion'))}",
         f"Weight:      {_weight_sentence(status)}",
         f"Phase:       {_text(status.get('phase'), 'Pending (the operator has not handled it yet)')}",
-        f"Message:     {_text(status.get('message'))}",
+        f"Message:     {_message_now(body, now)}",
         f"Generation:  {_text(metadata.get('generation'))} "
         f"(observed by the operator: {_text(status.get('observedGeneration'), 'none yet')})",
     ]
-    if spec.get("paused") or status.get("pausedByAction"):
-        held_by = "spec.paused" if spec.get("paused") else "a pause action"
+    held_by = _held_by(spec, status)
+    if held_by is not None:
         lines.append(f"Held:        by {held_by}")
     lines += _conditions_section(status)
     lines += _steps_section(body)
@@ -543,6 +688,20 @@ def describe_rollout(body: Mapping[str, Any], now: datetime) -> list[str]:
     lines += _hooks_section(status, now)
     lines += _last_action_section(status, now)
     return lines
+
+
+def _held_by(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
+    if spec.get("paused"):
+        return "spec.paused"
+    return "a pause action" if status.get("pausedByAction") else None
+
+
+def _message_now(body: Mapping[str, Any], now: datetime) -> str:
+    """The operator's message, with a timed pause's countdown as of ``now``."""
+    if not _mapping(body.get("status")).get("message"):
+        return "-"
+    state = State.of(body, now)
+    return state.message + (f" ({state.countdown} left)" if state.countdown is not None else "")
 
 
 def _weight_sentence(status: Mapping[str, Any]) -> str:
@@ -574,27 +733,52 @@ def _conditions_section(status: Mapping[str, Any]) -> list[str]:
 
 def _steps_section(body: Mapping[str, Any]) -> list[str]:
     """The steps, then the promotion: those before status.currentStepIndex (0-based) are done."""
-    spec, status = _mapping(body.get("spec")), _mapping(body.get("status"))
     try:
-        steps = RolloutSpec.parse(dict(spec)).steps()
+        steps = RolloutSpec.parse(dict(_mapping(body.get("spec")))).steps()
     except SpecError as error:
         return [f"Steps:       cannot be read: {error}"]
+    rows = _step_rows(body, steps)
+    return ["Steps:", *(f"  {marker:<5}{number}. {description}" for marker, number, description in rows)]
+
+
+def _step_rows(body: Mapping[str, Any], steps: Sequence[Step]) -> list[tuple[str, int, str]]:
+    """(marker, number from 1, description) of each step, then of the promotion; the marker is
+    ``done``, ``skip``, ``->`` (the current step), ``stop`` (where a stalled rollout stopped) or ""."""
+    spec, status = _mapping(body.get("spec")), _mapping(body.get("status"))
     state = State.of(body)
     index = status.get("currentStepIndex")
     descriptions = [describe_step(step) for step in steps]
     target = spec.get("version") or status.get("resolvedVersion")
     descriptions.append(f"promote: all traffic on version {target}" if target else "promote")
-    lines = ["Steps:"]
+    skipped_from = _skipped_from(status) if state.outcome is Outcome.HEALTHY else None
+    rows = []
     for position, description in enumerate(descriptions):
-        if state.outcome is Outcome.HEALTHY or (isinstance(index, int) and position < index):
+        if skipped_from is not None and skipped_from <= position < len(steps):
+            marker = "skip"
+        elif state.outcome is Outcome.HEALTHY or (isinstance(index, int) and position < index):
             marker = "done"
         elif isinstance(index, int) and position == index:
             # Where a failed, rolled back or aborted rollout stopped; else where it is now.
             marker = "stop" if state.outcome is Outcome.STALLED else "->"
         else:
             marker = ""
-        lines.append(f"  {marker:<5}{position + 1}. {description}")
-    return lines
+        rows.append((marker, position + 1, description))
+    return rows
+
+
+def _skipped_from(status: Mapping[str, Any]) -> int | None:
+    """The first step a ``promote-full`` skipped on the way to this promotion, if one did."""
+    action = _mapping(status.get("lastAction"))
+    index = action.get("stepIndex")
+    if (
+        action.get("action") == ManualAction.PROMOTE_FULL.value
+        and action.get("result") == ActionResult.APPLIED.value
+        and action.get("version") is not None
+        and action.get("version") == status.get("canaryVersion")
+        and isinstance(index, int)
+    ):
+        return index
+    return None
 
 
 def _analysis_section(status: Mapping[str, Any], now: datetime) -> list[str]:
@@ -685,25 +869,39 @@ def _event_time(event: Mapping[str, Any]) -> Any:
 
 
 def _recent_events(kubectl: Kubectl, body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    metadata = _mapping(body.get("metadata"))
-    name, uid = _name(body), metadata.get("uid")
+    name = _name(body)
     with kubectl.explained():
         answer = kubectl.read_json(
             "get", "events", "--field-selector", f"involvedObject.name={name},involvedObject.kind={KIND}"
         )
-    # Filtered here as well: not every API server applies those field selectors, and Events of an
+    return _events_of(body, _items(_mapping(answer).get("items")))[-EVENT_COUNT:]
+
+
+def _events_of(body: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The Events about this rollout among ``events``, oldest first."""
+    name, uid = _name(body), _mapping(body.get("metadata")).get("uid")
+    # Filtered here as well: not every API server applies the field selectors, and Events of an
     # earlier object of the same name (another uid) are not this rollout's.
-    events = [
+    mine = [
         event
-        for event in _items(_mapping(answer).get("items"))
+        for event in events
         if _mapping(event.get("involvedObject")).get("name") == name
         and _mapping(event.get("involvedObject")).get("kind") == KIND
         and (uid is None or _mapping(event.get("involvedObject")).get("uid") in (None, uid))
     ]
-    # Oldest first among the newest, as kubectl describe lists them; an Event without a time
-    # counts as the oldest.
+    return sorted(mine, key=_event_order)
+
+
+def _event_order(event: Mapping[str, Any]) -> tuple[datetime, int, str]:
+    """Oldest first, as kubectl describe lists them; an Event without a time counts as the oldest.
+
+    Timestamps have whole seconds only (``lastTimestamp``): within one second, the operator's
+    Events are in the order of their names, ``<rollout>.<hex nanoseconds>`` (``kube.event_body``).
+    """
     epoch = datetime.min.replace(tzinfo=UTC)
-    return sorted(events, key=lambda event: _moment(_event_time(event)) or epoch)[-EVENT_COUNT:]
+    name = _text(_mapping(event.get("metadata")).get("name"), "")
+    found = _EVENT_NAME.search(name)
+    return (_moment(_event_time(event)) or epoch, int(found.group(1), 16) if found else 0, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -784,9 +982,7 @@ def request_action(
     elif not re.fullmatch(ACTION_ID_PATTERN, action_id):
         raise click.BadParameter("use 1 to 64 letters, digits, '.', '_' or '-'", param_hint="'--id'")
     kubectl = _kubectl(ctx)
-    request = f"{action.value}:{action_id}"
-    with kubectl.explained(name):
-        kubectl.run("annotate", RESOURCE, name, f"{ACTION_ANNOTATION}={request}", "--overwrite")
+    request = send_action(kubectl, name, action, action_id)
     if wait_seconds == 0:
         click.echo(f"{name}: asked to {action.value} (id {action_id}); not waiting for the operator's answer")
         return
@@ -811,6 +1007,14 @@ def request_action(
         time.sleep(min(ACTION_POLL_SECONDS, remaining))
     click.echo(_no_answer(name, request, body, wait_seconds), err=True)
     ctx.exit(EXIT_TIMEOUT)
+
+
+def send_action(kubectl: Kubectl, name: str, action: ManualAction, action_id: str) -> str:
+    """Ask the operator for ``action`` on the rollout ``name``; return the request, ``<action>:<id>``."""
+    request = f"{action.value}:{action_id}"
+    with kubectl.explained(name):
+        kubectl.run("annotate", RESOURCE, name, f"{ACTION_ANNOTATION}={request}", "--overwrite")
+    return request
 
 
 def _report_trouble(name: str, error: KubectlError, reported: str) -> str:
@@ -894,15 +1098,18 @@ def status(ctx: click.Context, name: str, watch: bool, timeout_seconds: float | 
             break
         time.sleep(min(STATUS_POLL_SECONDS, remaining))
         try:
-            state = State.of(kubectl.get_rollout(name, timeout=max(deadline - time.monotonic(), 1.0)))
+            state = State.of(kubectl.get_rollout(name, timeout=_read_timeout(deadline)))
         except KubectlError as error:
+            if time.monotonic() >= deadline:
+                break  # no trying again: the timeout is the news
             # A watch outlives brief trouble with the API server; a deleted rollout ends it, as
             # get_rollout reports that as a PluginError of its own.
             trouble = _report_trouble(name, error, trouble)
         else:
             trouble = ""
+    left = f" ({state.countdown} left)" if state.countdown is not None else ""
     click.echo(
-        f"{name}: timed out after {timeout_seconds:g}s: still {state.phase}: {state.message}", err=True
+        f"{name}: timed out after {timeout_seconds:g}s: still {state.phase}: {state.message}{left}", err=True
     )
     ctx.exit(EXIT_TIMEOUT)
 
@@ -912,6 +1119,211 @@ def _finish(ctx: click.Context, name: str, state: State) -> NoReturn:
         reason = f" (reason {state.reason})" if state.reason else ""
         click.echo(f"{name}: stalled{reason}: {state.message}", err=True)
     ctx.exit(state.outcome.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# dashboard.
+
+DEFAULT_DASHBOARD_ADDRESS: Final = "127.0.0.1"
+# The port of `kubectl argo rollouts dashboard`, so that habits carry over.
+DEFAULT_DASHBOARD_PORT: Final = 3100
+# Events a rollout's view lists; its chart reads all of them.
+DASHBOARD_EVENT_COUNT: Final = 20
+
+# What the operator's Events say of the weight after them (the planner's wording): a step's new
+# weight, a weight found on the alias, all traffic on the new version, all back on the stable one.
+_WEIGHT_SET_MESSAGE: Final = re.compile(r"set weight (\d+(?:\.\d+)?)% on version ")
+_WEIGHT_FOUND_MESSAGE: Final = re.compile(r"^found (\d+(?:\.\d+)?)% of traffic on version ")
+
+
+@lambdarollout.command()
+@connection_options
+@click.option("--all-namespaces", "-A", is_flag=True, help="Rollouts of every namespace.")
+@click.option(
+    "--address",
+    default=DEFAULT_DASHBOARD_ADDRESS,
+    show_default=True,
+    help="The address to serve on. Anything but loopback lets others reach the page and its buttons.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_DASHBOARD_PORT,
+    show_default=True,
+    help="The port to serve on (0: any free port).",
+)
+@click.pass_context
+def dashboard(ctx: click.Context, all_namespaces: bool, address: str, port: int) -> None:
+    """Serve a live web page of the rollouts, with buttons for the actions, until Ctrl-C."""
+    # The server (aiohttp) is loaded only by this command: the others start without it.
+    from lambda_rollouts.dashboard import server
+
+    kubectl = _kubectl(ctx)
+    where = ["--all-namespaces"] if all_namespaces else []
+    # The first read must work: a wrong context or a missing CRD is reported at once.
+    with kubectl.explained():
+        kubectl.read_json("get", RESOURCE, *where)
+    scope = "all namespaces" if all_namespaces else f"namespace {kubectl.current_namespace()}"
+    source = DashboardSource(kubectl, where, scope)
+    try:
+        server.run(source, address=address, port=port, say=click.echo, warn=_warn)
+    except DashboardError as error:
+        raise PluginError(error.message) from error
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DashboardSource:
+    """The cluster as the dashboard sees it: this plugin's kubectl, readers and actions."""
+
+    kubectl: Kubectl
+    where: Sequence[str]
+    scope: str
+    actions: Sequence[str] = tuple(action.value for action in ManualAction)
+
+    def watch_rollouts(self) -> list[str]:
+        return self.kubectl.command(
+            "get", RESOURCE, *self.where, "--watch", "--output", "json", "--output-watch-events"
+        )
+
+    def watch_events(self) -> list[str]:
+        return self.kubectl.command(
+            "get",
+            "events",
+            *self.where,
+            "--field-selector",
+            f"involvedObject.kind={KIND}",
+            "--watch",
+            "--output",
+            "json",
+            "--output-watch-events",
+        )
+
+    def list_rollouts(self) -> list[Mapping[str, Any]]:
+        try:
+            with self.kubectl.explained():
+                answer = self.kubectl.read_json("get", RESOURCE, *self.where)
+        except PluginError as error:
+            raise DashboardError(error.message) from error
+        return _items(_mapping(answer).get("items"))
+
+    def failure(self, stderr: str) -> str:
+        return f"kubectl: {_last_error_line(stderr)}"
+
+    def present(
+        self, body: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: datetime
+    ) -> RolloutView:
+        return dashboard_view(body, events, now)
+
+    def act(self, namespace: str, name: str, action: str) -> str:
+        # Sent as the action commands send it, with an id that says where it came from.
+        action_id = f"dashboard-{secrets.token_hex(4)}"
+        connection = dataclasses.replace(self.kubectl.connection, namespace=namespace)
+        kubectl = Kubectl(self.kubectl.binary, connection)
+        try:
+            send_action(kubectl, name, ManualAction(action), action_id)
+        except PluginError as error:
+            raise DashboardError(error.message) from error
+        return action_id
+
+
+def dashboard_view(
+    body: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: datetime
+) -> RolloutView:
+    """The rollout as the dashboard shows it: ``get``'s readers and wording, as data for the page."""
+    metadata, spec, status = (_mapping(body.get(key)) for key in ("metadata", "spec", "status"))
+    state = State.of(body, now)
+    mine = _events_of(body, events)
+    steps: list[StepRow] = []
+    steps_error = None
+    try:
+        parsed = RolloutSpec.parse(dict(spec)).steps()
+    except SpecError as error:
+        steps_error = f"cannot be read: {error}"
+    else:
+        steps = [
+            StepRow(marker=marker, number=number, description=description)
+            for marker, number, description in _step_rows(body, parsed)
+        ]
+    weight = status.get("canaryWeight")
+    action = _mapping(status.get("lastAction"))
+    shown = mine[-DASHBOARD_EVENT_COUNT:]
+    return RolloutView(
+        namespace=_text(metadata.get("namespace"), ""),
+        name=_name(body),
+        function=_text(spec.get("functionName")),
+        alias=_text(spec.get("alias")),
+        stable=_text(status.get("stableVersion")),
+        canary=_text(status.get("canaryVersion")),
+        weight=float(weight) if isinstance(weight, int | float) and not isinstance(weight, bool) else None,
+        phase=state.phase,
+        outcome=state.outcome.name.lower().replace("_", "-"),
+        step=_step_column(status),
+        message=_message_now(body, now),
+        held_by=_held_by(spec, status),
+        steps=steps,
+        steps_error=steps_error,
+        details=[
+            *_conditions_section(status),
+            *_analysis_section(status, now),
+            *_hooks_section(status, now),
+        ],
+        last_action=dict(action) if action else None,
+        last_action_line=_last_action_section(status, now)[0],
+        events=[
+            EventRow(type=row[0], reason=row[1], age=row[2], at=_rfc3339(_event_time(event)), message=row[3])
+            for event, row in zip(shown, _event_rows(shown, now), strict=True)
+        ],
+        history=_weight_history(mine),
+    )
+
+
+def _rfc3339(timestamp: Any) -> str | None:
+    moment = _moment(timestamp)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def _weight_history(events: Sequence[Mapping[str, Any]]) -> list[WeightPoint]:
+    """The weight after each of the operator's Events that moved it, oldest first."""
+    points = []
+    for event in events:
+        at = _rfc3339(_event_time(event))
+        weight = _weight_after(event)
+        if at is not None and weight is not None:
+            points.append(
+                WeightPoint(
+                    at=at,
+                    weight=weight,
+                    reason=_text(event.get("reason")),
+                    message=" ".join(_text(event.get("message"), "").split()),
+                )
+            )
+    return points
+
+
+def _weight_after(event: Mapping[str, Any]) -> float | None:
+    """status.canaryWeight after this Event, as the operator words its Events; None if it says not."""
+    reason, message = event.get("reason"), _text(event.get("message"), "")
+    if reason == Reason.WEIGHT_SET:
+        found = _WEIGHT_SET_MESSAGE.search(message)
+        if found is not None:
+            return float(found.group(1))
+        # "promoted version 2: all traffic on it (was 50%)", before an afterAllowTraffic hook.
+        return 100.0 if message.startswith("promoted version ") else None
+    if reason == Reason.PROGRESSING:
+        found = _WEIGHT_FOUND_MESSAGE.search(message)
+        if found is not None:
+            return float(found.group(1))
+        return 0.0 if message.startswith("rolling out version ") else None
+    # A spec set back to the stable version makes it the one the weight counts: 100%.
+    if reason in (Reason.SUCCEEDED, Reason.ROLLED_BACK):
+        return 100.0
+    if reason in ROLLBACK_REASONS and "; rolled back to version " in message:
+        return 0.0
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

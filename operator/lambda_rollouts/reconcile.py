@@ -21,6 +21,18 @@ Contract:
   stable version first; a finished rollout leaves the alias alone.
 - Time comes from a ``Clock``; ``LoopClock`` follows the event loop, so fast-forwarded loops in
   tests move the operator's clock with them. One pass uses one instant for all its questions.
+- Logs: one line per thing that happened to a rollout, never one per pass, each naming the
+  rollout (``namespace/name``, also as Kopf's ``k8s_ref`` for JSON logs): every Event of a plan
+  (steps, pauses, promotions, rollbacks, drift, failures; a Warning Event at WARNING, the rest at
+  INFO), every alias write as stored (INFO), every analysis measurement's verdict (INFO), action
+  requests and hook outcomes. A failure seen again (its Event was posted the first time) is logged
+  again only when it is retried (WARNING).
+- Notifications (``lambda_rollouts.notifications``): a pass adds the notifications its Events call
+  for to ``status.pendingNotifications`` and drops those the ``Notifier`` has finished, in the
+  status written ahead of a rollback write and in the pass's status write; only once that write
+  is done does it hand them to the ``Notifier``, which delivers them beside the loop. A finished
+  delivery wakes the loop (``Wakeup.nudge``) for a pass that clears it from status; that pass
+  reuses the alias the loop knows (no extra AWS call while it is fresh).
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from lambda_rollouts import planner
+from lambda_rollouts import notifications, planner
 from lambda_rollouts.analysis import Readings
 from lambda_rollouts.aws.metrics import MetricProvider
 from lambda_rollouts.aws.router import AliasRouter
@@ -50,18 +62,21 @@ from lambda_rollouts.errors import (
     SpecError,
 )
 from lambda_rollouts.hooks import HookInvoker, hook_payload
-from lambda_rollouts.kube import StatusWriter
+from lambda_rollouts.kube import EventAbout, StatusWriter
 from lambda_rollouts.model import (
     ACTION_ANNOTATION,
+    AnalysisStatus,
     EventType,
+    PendingNotification,
     Reason,
     RolloutSpec,
     RolloutStatus,
     parse_action_request,
 )
+from lambda_rollouts.notifications import Notifier
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.settings import Settings
-from lambda_rollouts.tenancy import check_allowed
+from lambda_rollouts.tenancy import AddressRule, check_allowed, check_hooks_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +151,21 @@ class Wakeup:
     def __init__(self) -> None:
         self._set = False
         self._stopped = False
+        self._nudged = False
         self._sleeper: asyncio.Future[None] | None = None
 
     def set(self) -> None:
         self._set = True
         _resolve(self._sleeper)
+
+    def nudge(self) -> None:
+        """Wake the loop for a pass that changes nothing in AWS (a notification was delivered)."""
+        self._nudged = True
+        _resolve(self._sleeper)
+
+    def take_nudge(self) -> bool:
+        nudged, self._nudged = self._nudged, False
+        return nudged
 
     def stop(self) -> None:
         self._stopped = True
@@ -157,7 +182,7 @@ class Wakeup:
         self._set = False
 
     async def sleep(self, seconds: float) -> None:
-        if self._set or self._stopped:
+        if self._set or self._stopped or self._nudged:
             return
         loop = asyncio.get_running_loop()
         sleeper = self._sleeper = loop.create_future()
@@ -203,6 +228,10 @@ class LoopMemory:
     pending_request: planner.ActionRequest | None = None
     # The status as stored during this pass (as read, or as written ahead of a rollback).
     pass_status: dict[str, Any] = field(default_factory=dict)
+    # The instant this pass planned at, which names its notifications.
+    pass_time: datetime | None = None
+    # Wakes the loop once a notification of this rollout was delivered (``Wakeup.nudge``).
+    wake: Callable[[], None] | None = None
 
     def take_alias(self, now: datetime, max_age_seconds: float) -> AliasState | None:
         """The known alias if it is fresh enough for this pass, else None; forgotten either way."""
@@ -240,6 +269,48 @@ class RolloutRef:
         return f"{self.namespace}/{self.name}"
 
 
+def _log(level: int, ref: RolloutRef, message: str, *args: Any) -> None:
+    """One log line about a rollout: named in the text, and as Kopf names objects for JSON logs."""
+    if logger.isEnabledFor(level):
+        extra = {"k8s_ref": {"namespace": ref.namespace, "name": ref.name}}
+        logger.log(level, "rollout %s: " + message, ref, *args, extra=extra)
+
+
+def _log_plan(ref: RolloutRef, before: RolloutStatus, plan: planner.Plan) -> None:
+    """The verdicts a pass measured, then its Events, one line each."""
+    for which, earlier, run in (
+        ("analysis", before.analysis, plan.status.analysis),
+        ("analysis step", before.step_analysis, plan.status.step_analysis),
+    ):
+        if run is not None and run.last_verdict is not None and _measured(earlier, run):
+            label = f"{which} {run.step_index + 1}" if run.step_index is not None else which
+            _log(
+                logging.INFO,
+                ref,
+                "%s measurement %d: %s: %s",
+                label,
+                run.measurements,
+                run.last_verdict.value,
+                run.last_message or "",
+            )
+    for event in plan.events:
+        level = logging.WARNING if event.type == EventType.WARNING else logging.INFO
+        _log(level, ref, "%s: %s", event.reason.value, event.message)
+
+
+def _measured(earlier: AnalysisStatus | None, run: AnalysisStatus) -> bool:
+    """Whether ``run`` took a measurement since ``earlier`` (the same run, or one that preceded it)."""
+    if earlier is None or (earlier.started_at, earlier.step_index) != (run.started_at, run.step_index):
+        return run.measurements > 0
+    return run.measurements > earlier.measurements
+
+
+def _describe_alias(alias: AliasState) -> str:
+    shares = [f"{alias.percent_on(alias.function_version):g}% on version {alias.function_version}"]
+    shares += [f"{percent:g}% on version {version}" for version, percent in alias.routing.items()]
+    return ", ".join(shares)
+
+
 class RolloutService:
     def __init__(
         self,
@@ -251,8 +322,10 @@ class RolloutService:
         metrics: MetricProvider | None = None,
         hooks: HookInvoker | None = None,
         observer: ReconcileObserver | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._settings = settings
+        self._notifier = notifier
         self._observer: ReconcileObserver = observer or _NoObserver()
         self._router = router
         self._metrics = metrics
@@ -281,8 +354,10 @@ class RolloutService:
         memory = memory or LoopMemory()
         started = time.monotonic()
         generation = body.get("metadata", {}).get("generation")
+        uid = str(body.get("metadata", {}).get("uid") or "")
         raw_status = memory.current_status(dict(body.get("status") or {}))
         memory.pass_status = raw_status
+        memory.pass_time = None
         status = RolloutStatus.parse(raw_status)
         known_alias = memory.take_alias(self._clock(), self._settings.drift_check_interval_seconds)
         request = await self._take_request(ref, body, memory)
@@ -290,7 +365,16 @@ class RolloutService:
         try:
             spec = RolloutSpec.parse(body.get("spec"))
             check_allowed(self._settings.tenancy, ref.namespace, spec, self._settings.default_region)
-            plan = await self._plan_and_act(ref, spec, status, generation, known_alias, memory, request)
+            check_hooks_allowed(
+                self._settings.tenancy,
+                ref.namespace,
+                spec,
+                self._settings.default_region,
+                AddressRule.allowing(self._settings.hook_allowed_networks),
+            )
+            plan = await self._plan_and_act(
+                ref, spec, status, generation, known_alias, memory, request, uid=uid
+            )
         except ObjectGoneError:
             raise
         except AliasConflictError as exc:
@@ -299,9 +383,10 @@ class RolloutService:
             else:
                 # Changed since this loop last saw it: read it and plan again at once (the request,
                 # if any, stays in memory for that pass); the drift rules take it from there.
-                logger.info(
-                    "rollout %s: the alias changed since the last look (%s); reading it again",
+                _log(
+                    logging.INFO,
                     ref,
+                    "the alias changed since the last look (%s); reading it again",
                     exc.message,
                 )
                 plan = planner.Plan(status, requeue_after=0.0)
@@ -310,15 +395,73 @@ class RolloutService:
         else:
             # Applied (or rejected) by this plan: never again, even if the status write fails.
             memory.pending_request = None
+        plan = self._notify(
+            ref, uid, spec, status, plan, memory, refusals=generation != status.observed_generation
+        )
         new_status = plan.status.to_wire()
         if new_status != memory.pass_status:
             await self._writer.write_status(ref.namespace, ref.name, new_status, memory.pass_status)
         if new_status != raw_status:
             memory.wrote(raw_status, new_status)
+        _log_plan(ref, status, plan)
         for event in plan.events:
             events.post(event)
+        self._hand_over(ref, uid, spec, plan, memory.wake)
         self._observer.reconciled(ref, plan, time.monotonic() - started)
         return plan
+
+    def _hand_over(
+        self,
+        ref: RolloutRef,
+        uid: str,
+        spec: RolloutSpec | None,
+        plan: planner.Plan,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
+        """The status is written: its pending notifications go to the notifier, which never waits."""
+        if self._notifier is not None:
+            pending = plan.status.pending_notifications or ()
+            self._notifier.submit(EventAbout(ref.namespace, ref.name, uid or None), spec, pending, wake)
+
+    def _notify(
+        self,
+        ref: RolloutRef,
+        uid: str,
+        spec: RolloutSpec | None,
+        previous: RolloutStatus,
+        plan: planner.Plan,
+        memory: LoopMemory,
+        *,
+        refusals: bool = False,
+    ) -> planner.Plan:
+        """The plan with the notifications still pending and those its Events call for in its status;
+        with ``refusals`` (a spec not seen before), also an Event for each refused subscription."""
+        if self._notifier is None:
+            return plan
+        subscriptions = self._notifier.subscriptions(ref.namespace, spec)
+        refused = self._notifier.refusals(ref.namespace, subscriptions) if refusals else ()
+        if refused:
+            plan = replace(plan, events=(*plan.events, *refused))
+        if memory.pass_time is None:
+            memory.pass_time = self._clock()
+        due = notifications.due(
+            plan,
+            subscriptions,
+            namespace=ref.namespace,
+            name=ref.name,
+            uid=uid,
+            spec=spec,
+            at=memory.pass_time,
+        )
+        pending: list[PendingNotification] | None = notifications.carried(
+            previous.pending_notifications,
+            plan.status.pending_notifications,
+            due,
+            finished=self._notifier.finished(ref.namespace, ref.name),
+        )
+        if pending == plan.status.pending_notifications:
+            return plan
+        return replace(plan, status=plan.status.model_copy(update={"pending_notifications": pending}))
 
     def _failed(
         self,
@@ -331,7 +474,6 @@ class RolloutService:
         memory: LoopMemory,
         request: planner.ActionRequest | None,
     ) -> planner.Plan:
-        logger.info("rollout %s: %s (%s)", ref, exc.message, exc.reason)
         # After a rollback written ahead, the failure is planned from that status: the
         # rollout is rolled back, and the next pass sends the rollback write again.
         before = status if memory.pass_status is raw_status else RolloutStatus.parse(memory.pass_status)
@@ -346,6 +488,10 @@ class RolloutService:
         elif request is not None:
             # Not applied: the next pass tries again soon (it stays in memory, never re-read).
             plan = replace(plan, requeue_after=min(plan.requeue_after or _ACTION_RETRY, _ACTION_RETRY))
+        if not plan.events and exc.transient:
+            # The same trouble again: its Event (and log line) came with the first failure.
+            retry = f"; trying again in {plan.requeue_after:g}s" if plan.requeue_after is not None else ""
+            _log(logging.WARNING, ref, "still failing: %s (%s)%s", exc.message, exc.reason, retry)
         return plan
 
     async def _take_request(
@@ -362,7 +508,7 @@ class RolloutService:
             return None  # changed or already taken: a later pass reads it again
         action, action_id = parse_action_request(value)
         memory.pending_request = planner.ActionRequest(action=action, id=action_id, value=value.strip())
-        logger.info("rollout %s: action %r requested", ref, value)
+        _log(logging.INFO, ref, "action %r requested", value)
         return memory.pending_request
 
     async def _plan_and_act(
@@ -374,6 +520,8 @@ class RolloutService:
         known_alias: AliasState | None,
         memory: LoopMemory,
         request: planner.ActionRequest | None = None,
+        *,
+        uid: str = "",
     ) -> planner.Plan:
         target = self.target_of(spec)
         spec, resolved = await self._resolve_version(target, spec, status)
@@ -383,7 +531,7 @@ class RolloutService:
             memory.alias_seen_at = self._clock()
         # One instant for the whole pass, so that every question the planner asks is about the
         # same moment as its final answer.
-        now = self._clock()
+        now = memory.pass_time = self._clock()
         answers = planner.Answers()
         for _ in range(_MAX_QUESTIONS):
             plan = planner.plan(
@@ -407,15 +555,26 @@ class RolloutService:
                     update={"resolved_version": resolved[0], "resolved_from": resolved[1]}
                 ),
             )
-        if plan.action is None:
+        action = plan.action
+        if action is None:
             memory.known_alias = alias
             return plan
         if _is_rollback(plan):
             # Written ahead of the write: should the operator die between the two, the status
-            # already says "rolled back" and the next pass sends the rollback again, instead of
-            # finding the alias on stable and taking it for someone else's change.
+            # already says "rolled back" (and which notifications are due) and the next pass sends
+            # the rollback again, instead of finding the alias on stable and taking it for someone
+            # else's change.
+            plan = self._notify(ref, uid, spec, status, plan, memory)
             await self._write_ahead(ref, plan, memory)
-        served = await self._act(target, plan.action)
+        served = await self._act(target, action)
+        _log(
+            logging.INFO,
+            ref,
+            "alias %s of %s now serves %s",
+            target.alias,
+            target.function_name,
+            _describe_alias(served),
+        )
         memory.known_alias, memory.alias_seen_at = served, self._clock()
         canary = plan.status.canary_version
         weight = served.percent_on(canary) if canary else None
@@ -506,7 +665,8 @@ class RolloutService:
                 else ()
             )
         except AwsError as exc:
-            logger.info("measurement for %s failed: %s", target.function_name, exc.message)
+            # Reported with the rollout's name by the measurement's Error verdict.
+            logger.debug("measurement for %s failed: %s", target.function_name, exc.message)
             return Readings(error=exc.message)
         return Readings(values=values, alarms=alarms)
 
@@ -533,9 +693,10 @@ class RolloutService:
             role_arn=target.role_arn,
         )
         outcome = await self._hooks.invoke(hook_target, need.hook, payload)
-        logger.info(
-            "rollout %s: %s hook (%s) %s after %d attempt(s)",
+        _log(
+            logging.INFO if outcome.succeeded else logging.WARNING,
             ref,
+            "%s hook (%s) %s after %d attempt(s)",
             need.point.value,
             need.hook.describe(),
             "succeeded" if outcome.succeeded else "failed",
@@ -567,34 +728,46 @@ class RolloutService:
         wakeup: Wakeup,
     ) -> None:
         """Drive one rollout until ``wakeup`` is stopped or the rollout disappears."""
-        memory = LoopMemory()
+        memory = LoopMemory(wake=wakeup.nudge)
         failures = 0
         drift_interval = self._settings.drift_check_interval_seconds
-        planned = False
-        while not wakeup.stopped:
-            woken = wakeup.is_set()
-            wakeup.clear()
-            if woken or not planned:
-                # A spec change, an action, the first pass or the drift check: read the alias.
-                memory.known_alias = None
-            delay = drift_interval
-            planned = False
-            try:
-                plan = await self.reconcile(ref, read_body(), events, memory)
-            except ObjectGoneError:
-                self._observer.forgotten(ref)
-                return
-            except KubernetesError as exc:
-                # The status could not be written; the alias is as the next pass will read it.
-                failures += 1
-                logger.warning("rollout %s: %s", ref, exc.message)
-                delay = self._backoff.delay(failures)
-            else:
-                failures = 0
-                if plan.requeue_after is not None and plan.requeue_after < drift_interval:
-                    delay, planned = plan.requeue_after, True
-            if delay > 0:
-                await wakeup.sleep(delay)
+        planned = gone = False
+        try:
+            while not wakeup.stopped:
+                woken = wakeup.is_set()
+                nudged = wakeup.take_nudge()
+                wakeup.clear()
+                if woken or not (planned or nudged):
+                    # A spec change, an action, the first pass or the drift check: read the alias.
+                    memory.known_alias = None
+                delay = drift_interval
+                planned = False
+                try:
+                    plan = await self.reconcile(ref, read_body(), events, memory)
+                except ObjectGoneError:
+                    gone = True
+                    self._observer.forgotten(ref)
+                    return
+                except KubernetesError as exc:
+                    # The status could not be written; the alias is as the next pass will read it.
+                    failures += 1
+                    _log(logging.WARNING, ref, "%s", exc.message)
+                    delay = self._backoff.delay(failures)
+                else:
+                    failures = 0
+                    if plan.requeue_after is not None and plan.requeue_after < drift_interval:
+                        delay, planned = plan.requeue_after, True
+                    elif nudged and memory.alias_seen_at is not None:
+                        # The drift check stays due when the alias read it reused grows too old.
+                        delay = drift_interval - (self._clock() - memory.alias_seen_at).total_seconds()
+                if delay > 0:
+                    await wakeup.sleep(delay)
+        finally:
+            if self._notifier is not None:
+                # Gone or going: its deliveries finish, since no status will keep them. Stopped:
+                # another loop takes them over from status.
+                gone = gone or bool(read_body().get("metadata", {}).get("deletionTimestamp"))
+                (self._notifier.forget if gone else self._notifier.release)(ref.namespace, ref.name)
 
     async def finalize(self, ref: RolloutRef, body: Mapping[str, Any], events: EventSink) -> None:
         """Before the rollout goes: send all traffic back to stable if it is deleted mid-shift."""
@@ -613,14 +786,29 @@ class RolloutService:
         action = planner.plan_deletion(status, alias)
         if action is None:
             return
-        await self._act(target, action)
-        events.post(
-            planner.Event(
-                EventType.NORMAL,
-                Reason.ROLLED_BACK,
-                f"rollout deleted mid-shift: all traffic sent back to version {action.primary}",
-            )
+        served = await self._act(target, action)
+        event = planner.Event(
+            EventType.NORMAL,
+            Reason.ROLLED_BACK,
+            f"rollout deleted mid-shift: all traffic sent back to version {action.primary}",
         )
+        _log(
+            logging.INFO,
+            ref,
+            "alias %s of %s now serves %s",
+            target.alias,
+            target.function_name,
+            _describe_alias(served),
+        )
+        _log(logging.INFO, ref, "%s: %s", event.reason.value, event.message)
+        events.post(event)
+        if self._notifier is not None:
+            # The rollout is going: no status keeps this one, it is sent at once (and only once).
+            uid = str(body.get("metadata", {}).get("uid") or "")
+            plan = self._notify(
+                ref, uid, spec, RolloutStatus(), planner.Plan(status, action, events=(event,)), LoopMemory()
+            )
+            self._hand_over(ref, uid, spec, plan)
 
 
 def _is_rollback(plan: planner.Plan) -> bool:

@@ -4,7 +4,8 @@ Contract:
 - ``Telemetry`` owns its own ``CollectorRegistry`` (never prometheus_client's global one), so
   several operators or tests in one process never share or collide on a metric. It implements
   ``ReconcileObserver`` (``reconciled`` after every pass, ``forgotten`` when a rollout goes) and
-  takes ``aws_call`` as the AWS call observer of ``AwsClients``. None of them raises: a failure
+  takes ``aws_call`` as the AWS call observer of ``AwsClients`` and ``notified`` as the
+  ``NotificationObserver`` of the ``Notifier``. None of them raises: a failure
   is logged and the operator goes on.
 - Metrics (all prefixed ``lambda_rollouts_``):
 
@@ -22,19 +23,23 @@ Contract:
                                            ProgressDeadlineExceeded, Aborted).
   ``aws_calls_total{service,operation}``   counter: AWS API calls, failed ones included.
   ``aws_call_errors_total{service,operation,error_code}``  counter: the failed ones.
+  ``notifications_total{channel,result}``  counter: notification deliveries by channel (webhook,
+                                           slack, teams) and result (delivered, failed, refused).
   ``reconcile_duration_seconds``           histogram: the duration of one reconcile pass.
   ``build_info{version}``                  gauge, always 1.
 
-  Only phase, reason, verdict and AWS operation label the counters: a label per rollout would
-  grow without bound as rollouts come and go. The one per-rollout series (the weight) is removed
-  by ``forgotten``.
+  Only phase, reason, verdict, AWS operation and notification channel label the counters: a label
+  per rollout would grow without bound as rollouts come and go. The one per-rollout series (the
+  weight) is removed by ``forgotten``.
 - Counting rules. A measurement is counted when a run's ``measurements`` grew since the last
   pass of the same run (same ``startedAt`` and step), with that run's ``lastVerdict``. A rollback
   is counted when a pass posts a Warning Event with a rollback reason for a rollback not counted
   yet (``status.abortedAt`` tells them apart), so the repeated Events of a rollback write being
   retried count once. The first pass seen of a rollout already measured or rolled back before
   this process watched it takes its counts as the starting point for measurements (they were
-  made by an earlier process); a rollback write still being retried then counts once.
+  made by an earlier process); a rollback write still being retried then counts once. A delivery
+  that failed or was refused also counts its ``NotificationFailed`` Warning Event in
+  ``events_total``.
 - ``start_http_server(host, port)`` serves ``/metrics`` from a daemon thread (never the event
   loop) and returns the port it bound, so port 0 picks a free one; ``close`` stops it.
   ``exposition()`` is the text a scrape gets.
@@ -60,7 +65,8 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from lambda_rollouts import __version__
-from lambda_rollouts.model import AnalysisStatus, EventType, Phase, Reason, RolloutStatus
+from lambda_rollouts.model import ROLLBACK_REASONS, AnalysisStatus, EventType, Phase, Reason, RolloutStatus
+from lambda_rollouts.notifications import DELIVERED
 from lambda_rollouts.planner import Event, Plan
 from lambda_rollouts.settings import LogFormat
 
@@ -68,9 +74,6 @@ logger = logging.getLogger(__name__)
 
 PREFIX: Final = "lambda_rollouts_"
 
-ROLLBACK_REASONS: Final = frozenset(
-    {Reason.ANALYSIS_FAILED, Reason.HOOK_FAILED, Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.ABORTED}
-)
 STEP_REASONS: Final = frozenset({Reason.WEIGHT_SET, Reason.STEP_COMPLETED, Reason.ANALYSIS_PASSED})
 
 # From a fast pass that only reads the status (about 1 ms) to one that waits on slow AWS calls
@@ -150,6 +153,12 @@ class Telemetry:
             ["service", "operation", "error_code"],
             registry=registry,
         )
+        self._notifications = Counter(
+            PREFIX + "notifications",
+            "Notification deliveries, by channel and result (delivered, failed, refused).",
+            ["channel", "result"],
+            registry=registry,
+        )
         self._duration = Histogram(
             PREFIX + "reconcile_duration_seconds",
             "Duration of one reconcile pass.",
@@ -203,6 +212,19 @@ class Telemetry:
                 self._aws_errors.labels(service=service, operation=operation, error_code=error_code).inc()
         except Exception:
             logger.exception("metrics: cannot count the AWS call %s %s", service, operation)
+
+    # -- the Notifier's observer ------------------------------------------------------------------
+
+    def notified(self, channel: str, result: str) -> None:
+        """Count one delivery that ended with ``result``; a failure also posted its Warning Event."""
+        try:
+            self._notifications.labels(channel=channel, result=result).inc()
+            if result != DELIVERED:
+                self._events.labels(
+                    reason=Reason.NOTIFICATION_FAILED.value, type=EventType.WARNING.value
+                ).inc()
+        except Exception:
+            logger.exception("metrics: cannot count the notification over %s", channel)
 
     # -- exposition ----------------------------------------------------------------------------
 

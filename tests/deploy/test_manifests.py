@@ -202,7 +202,8 @@ def test_the_peering_crd_is_the_one_kopf_documents() -> None:
 def test_the_peering_object_is_the_one_the_operator_uses_by_default(rendered: list[dict[str, Any]]) -> None:
     peering = _only(rendered, CLUSTER_PEERING_KIND)
     assert peering["apiVersion"] == f"{PEERING_GROUP}/v1"
-    assert peering["metadata"]["name"] == DEFAULT_PEERING_NAME == Settings().peering_name
+    # Also the one an operator started without --peering peers through when it exists.
+    assert peering["metadata"]["name"] == DEFAULT_PEERING_NAME
     assert "status" not in peering, "the replicas own the status: their keep-alives"
 
 
@@ -241,9 +242,13 @@ def test_the_replicas_are_spread_over_nodes(deployment: dict[str, Any]) -> None:
     ]
 
 
-def test_the_operator_runs_with_peering(container: dict[str, Any]) -> None:
-    # Peering is the default of `run`; --standalone in a Deployment of two replicas would let both act.
+def test_the_operator_runs_with_peering(container: dict[str, Any], rendered: list[dict[str, Any]]) -> None:
+    # --standalone in a Deployment of two replicas would let both act. The peering object is named,
+    # so that no replica acts without it (unnamed, a replica that finds none acts standalone).
     assert "--standalone" not in container["args"]
+    peering = _only(rendered, CLUSTER_PEERING_KIND)["metadata"]["name"]
+    position = container["args"].index("--peering")
+    assert container["args"][position + 1] == peering
 
 
 def test_the_image_is_the_released_one(container: dict[str, Any]) -> None:
@@ -253,7 +258,9 @@ def test_the_image_is_the_released_one(container: dict[str, Any]) -> None:
 
 def test_the_operator_runs_with_its_liveness_endpoint(container: dict[str, Any]) -> None:
     assert "command" not in container, "the image's ENTRYPOINT is the lambda-rollouts command"
-    assert container["args"] == ["run", "--liveness", "http://0.0.0.0:8080/healthz"]
+    assert container["args"] == [
+        "run", "--peering", "lambda-rollouts", "--liveness", "http://0.0.0.0:8080/healthz",
+    ]  # fmt: skip
 
 
 def test_the_arguments_are_options_of_the_run_command(container: dict[str, Any]) -> None:
@@ -397,6 +404,8 @@ def test_the_cluster_role_grants_exactly_what_the_operator_uses(rendered: list[d
         {"apiGroups": [group], "resources": [f"{plural}/status"], "verbs": ["get", "patch", "update"]},
         # The operator posts core v1 Events (Kopf too, for its own log lines about a rollout).
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        # Notifications read the Secrets they name, one by name (never list or watch).
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
         # Kopf's peering lists and watches every ClusterKopfPeering (it filters by name itself) ...
         {"apiGroups": [PEERING_GROUP], "resources": [CLUSTER_PEERING_PLURAL], "verbs": ["list", "watch"]},
         # ... and patches its keep-alive into its own only.

@@ -17,17 +17,18 @@ import aiohttp
 import kopf
 import pytest
 
-from lambda_rollouts.aws.fake import FakeLambda
-from lambda_rollouts.aws.fake_cloudwatch import FakeCloudWatch
 from lambda_rollouts.aws.metrics import MetricProvider
 from lambda_rollouts.aws.router import AliasRouter
 from lambda_rollouts.crd import build_crd
 from lambda_rollouts.handlers import Wiring, build_registry
-from lambda_rollouts.hooks import FakeHookInvoker, HookInvoker
+from lambda_rollouts.hooks import HookInvoker
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.reconcile import Backends, LoopClock
 from lambda_rollouts.sandbox.kube import EmulatorHandle, run_kubernetes_emulator
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.testing.fake_cloudwatch import FakeCloudWatch
+from lambda_rollouts.testing.fake_lambda import FakeLambda
+from lambda_rollouts.testing.hooks import FakeHookInvoker
 
 BASE = "/apis/lambda.rollouts.dev/v1alpha1/namespaces/default/lambdarollouts"
 

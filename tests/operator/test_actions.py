@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from lambda_rollouts.aws.fake import FakeLambda
 from lambda_rollouts.model import ACTION_ANNOTATION
+from lambda_rollouts.testing.fake_lambda import FakeLambda
 
 from .conftest import Api, OperatorRunner, TimedRouter, eventually, rollout
 

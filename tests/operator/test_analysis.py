@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from lambda_rollouts.aws.fake import FakeLambda
-from lambda_rollouts.aws.fake_cloudwatch import FakeCloudWatch
 from lambda_rollouts.errors import ThrottledError
-from lambda_rollouts.hooks import FakeHookInvoker, HookOutcome
+from lambda_rollouts.hooks import HookOutcome
+from lambda_rollouts.testing.fake_cloudwatch import FakeCloudWatch
+from lambda_rollouts.testing.fake_lambda import FakeLambda
+from lambda_rollouts.testing.hooks import FakeHookInvoker
 
 from .conftest import Api, OperatorRunner, TimedRouter, eventually, rollout
 

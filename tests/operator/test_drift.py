@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lambda_rollouts.aws.fake import FakeLambda
+from lambda_rollouts.testing.fake_lambda import FakeLambda
 
 from .conftest import Api, OperatorRunner, TimedRouter, eventually, rollout
 

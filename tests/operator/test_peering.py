@@ -26,6 +26,8 @@ import asyncio
 import contextlib
 import contextvars
 import datetime
+import logging
+import socket
 import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
@@ -33,15 +35,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import kopf
 import pytest
 from click.testing import CliRunner
 from kopf._cogs.structs import references as kopf_references
 from kopf._core.engines import peering as kopf_peering
 
-from lambda_rollouts.aws.fake import FakeLambda
 from lambda_rollouts.cli import main
-from lambda_rollouts.handlers import Wiring, build_registry, configure_peering
+from lambda_rollouts.crd import build_crd
+from lambda_rollouts.handlers import PEERING_PROBE_ID, PeeringCheck, Wiring, build_registry, configure_peering
 from lambda_rollouts.kube import EventAbout, KopfApiWriter, StatusWriter
 from lambda_rollouts.observed import AliasState, Target
 from lambda_rollouts.peering import (
@@ -50,10 +53,13 @@ from lambda_rollouts.peering import (
     PEERING_GROUP,
     PEERING_VERSION,
     RANDOM_PRIORITY_LIMIT,
+    cluster_peering,
+    cluster_peering_crd,
 )
 from lambda_rollouts.reconcile import Backends, LoopClock
 from lambda_rollouts.sandbox.kube import CRD_RESOURCE, EmulatorHandle, run_kubernetes_emulator
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.testing.fake_lambda import FakeLambda
 
 from .conftest import Api, eventually, rollout
 
@@ -211,6 +217,8 @@ class Replica:
             drift_check_interval_seconds=300,
             retry_initial_delay_seconds=5,
             retry_max_delay_seconds=60,
+            # Named, as deploy/ names it: no replica acts without the peering object.
+            peering_name=DEFAULT_PEERING_NAME,
             peering_priority=self.priority,
             peering_lifetime_seconds=LIFETIME,
         )
@@ -511,16 +519,27 @@ async def test_replicas_of_equal_priority_both_pause(api: Api, fleet: Fleet, led
 # -- configuration ---------------------------------------------------------------------------------
 
 
-def test_peering_is_cluster_wide_mandatory_and_from_the_settings() -> None:
+def test_a_named_peering_is_cluster_wide_mandatory_and_from_the_settings() -> None:
     kopf_settings = kopf.OperatorSettings()
     # As kopf.operator(namespaces=[...]) leaves it for an operator that watches some namespaces.
     kopf_settings.peering.clusterwide = False
-    configure_peering(
+    check = configure_peering(
         kopf_settings, Settings(peering_name="team-a", peering_priority=7, peering_lifetime_seconds=30)
     )
     peering = kopf_settings.peering
     assert (peering.standalone, peering.mandatory, peering.clusterwide) == (False, True, True)
     assert (peering.name, peering.priority, peering.lifetime, peering.stealth) == ("team-a", 7, 30, True)
+    assert check == PeeringCheck("team-a", required=True, priority=7)
+
+
+def test_without_a_name_peering_is_kopfs_optional_one_through_the_default_object() -> None:
+    kopf_settings = kopf.OperatorSettings()
+    check = configure_peering(kopf_settings, Settings(peering_priority=7))
+    peering = kopf_settings.peering
+    # Not mandatory: without the object (or its CRD), Kopf runs standalone.
+    assert (peering.standalone, peering.mandatory, peering.clusterwide) == (False, False, True)
+    assert (peering.name, peering.priority) == (DEFAULT_PEERING_NAME, 7)
+    assert check == PeeringCheck(DEFAULT_PEERING_NAME, required=False, priority=7)
 
 
 def test_without_a_priority_each_process_draws_its_own() -> None:
@@ -535,7 +554,7 @@ def test_without_a_priority_each_process_draws_its_own() -> None:
 
 def test_the_defaults() -> None:
     settings = Settings()
-    assert (settings.peering_name, settings.peering_standalone) == (DEFAULT_PEERING_NAME, False)
+    assert (settings.peering_name, settings.peering_standalone) == (None, False)
     assert (settings.peering_priority, settings.peering_lifetime_seconds) == (None, 20)
 
 
@@ -547,7 +566,7 @@ def test_the_defaults() -> None:
 def test_standalone_stays_standalone(started_standalone: bool, settings: Settings) -> None:
     kopf_settings = kopf.OperatorSettings()
     kopf_settings.peering.standalone = started_standalone
-    configure_peering(kopf_settings, settings)
+    assert configure_peering(kopf_settings, settings) is None
     assert kopf_settings.peering.standalone is True
     assert kopf_settings.peering.mandatory is False
 
@@ -593,3 +612,125 @@ async def test_the_emulator_can_leave_peering_out() -> None:
     async with run_kubernetes_emulator(peerings=()) as handle:
         emulator = handle.emulator
         assert emulator.get_object(CRD_RESOURCE, None, "clusterkopfpeerings.kopf.dev") is None
+
+
+# -- without the peering object (real time: Kopf's probe and peering run as in a pod) ---------------
+
+
+class Solo:
+    """One operator as ``lambda-rollouts run`` starts it (no ``--standalone``), with a liveness
+    endpoint, against an emulator that serves the peering CRD (or not) but no peering object."""
+
+    def __init__(self, kube: EmulatorHandle, fake: FakeLambda, settings: Settings) -> None:
+        self.kube, self.fake, self.settings = kube, fake, settings
+        self.liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+        self.task: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> Solo:
+        wiring = Wiring(
+            settings=self.settings,
+            backends_factory=lambda _: Backends(router=self.fake),
+            connection=kopf.ConnectionInfo(server=self.kube.url),
+        )
+        operator_settings = kopf.OperatorSettings()
+        operator_settings.process.ultimate_exiting_timeout = None
+        self.task = asyncio.create_task(
+            kopf.operator(
+                registry=build_registry(wiring),
+                settings=operator_settings,
+                clusterwide=True,
+                liveness_endpoint=self.liveness,
+            )
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def probe(self) -> tuple[int, Any]:
+        """The liveness endpoint's answer: (HTTP status, JSON body or None); (0, None) if closed."""
+        try:
+            async with aiohttp.ClientSession() as session, session.get(self.liveness) as response:
+                body = await response.json() if response.status == 200 else None
+                return response.status, body
+        except aiohttp.ClientConnectionError:
+            return 0, None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def handler_logs(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "lambda_rollouts.handlers" and record.levelno == level
+    ]
+
+
+@pytest.mark.parametrize("crd", [False, True], ids=["no-peering-crd", "crd-without-object"])
+async def test_without_a_name_or_an_object_the_operator_acts_standalone_and_warns(
+    fake_aws: FakeLambda, caplog: pytest.LogCaptureFixture, crd: bool
+) -> None:
+    async with run_kubernetes_emulator([build_crd()], peerings=()) as kube:
+        if crd:
+            kube.emulator.add_crd(cluster_peering_crd())
+        async with aiohttp.ClientSession(kube.url) as session, Solo(kube, fake_aws, Settings()) as solo:
+            api = Api(session)
+            await api.create(rollout(strategy={"allAtOnce": {}}))
+            await eventually(healthy(api), within=30, step=0.2)
+            assert await solo.probe() == (200, {PEERING_PROBE_ID: "standalone"})
+    missing = "" if crd else " (its CRD clusterkopfpeerings.kopf.dev is not installed)"
+    assert handler_logs(caplog, logging.WARNING) == [
+        f"ClusterKopfPeering 'lambda-rollouts' not found{missing}: acting standalone. That is safe for one"
+        " replica only; for more, create it (deploy/ does) and start every replica with --peering"
+        " lambda-rollouts."
+    ]
+
+
+async def test_a_named_peering_without_its_object_stops_the_operator_and_fails_the_probe(
+    fake_aws: FakeLambda, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with run_kubernetes_emulator([build_crd()], peerings=()) as kube:
+        kube.emulator.add_crd(cluster_peering_crd())
+        settings = Settings(peering_name="team-a", peering_priority=5)
+        async with aiohttp.ClientSession(kube.url) as session, Solo(kube, fake_aws, settings) as solo:
+            api = Api(session)
+            await api.create(rollout(strategy={"allAtOnce": {}}))
+            await eventually(lambda: handler_logs(caplog, logging.ERROR), within=30, step=0.2)
+
+            async def probe_fails() -> bool:
+                return (await solo.probe())[0] == 500
+
+            await eventually(probe_fails, within=30, step=0.2)
+            await asyncio.sleep(2)
+            assert fake_aws.writes == [], "a replica without its named peering object acted"
+            assert await phase_of(api) is None
+
+            # The object appears: the operator takes its part, the rollout goes on, the probe passes.
+            headers = {"Content-Type": "application/json"}
+            url = f"/apis/{PEERING_GROUP}/{PEERING_VERSION}/{CLUSTER_PEERING_PLURAL}"
+            async with session.post(url, json=cluster_peering("team-a"), headers=headers) as response:
+                assert response.status == 201, await response.text()
+            await eventually(healthy(api), within=60, step=0.2)
+            assert await solo.probe() == (200, {PEERING_PROBE_ID: "ClusterKopfPeering team-a"})
+    assert handler_logs(caplog, logging.ERROR) == [
+        "ClusterKopfPeering 'team-a' not found: this replica does nothing until it exists (--peering or"
+        " LAMBDA_ROLLOUTS_PEERING_NAME names it), and its liveness endpoint fails meanwhile. Create it:"
+        " kubectl apply -k deploy/, or apply deploy/crds/clusterkopfpeerings.yaml and a ClusterKopfPeering"
+        " named team-a."
+    ]
+    assert handler_logs(caplog, logging.INFO)[-1] == (
+        "Peering in ClusterKopfPeering 'team-a' with priority 5: the replica with the highest priority"
+        " acts; the others wait."
+    )
+    # Every probe failed, yet the log says it once, without a traceback.
+    assert not [record for record in caplog.records if record.exc_info and record.levelno >= logging.ERROR]

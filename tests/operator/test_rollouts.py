@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from lambda_rollouts.aws.fake import FakeLambda
 from lambda_rollouts.sandbox.kube import EmulatorHandle
+from lambda_rollouts.testing.fake_lambda import FakeLambda
 
 from .conftest import Api, OperatorRunner, TimedRouter, eventually, rollout
 

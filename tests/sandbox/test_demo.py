@@ -3,8 +3,12 @@ analysis, in the real sandbox (emulator, moto server, the operator in-process, r
 
 from __future__ import annotations
 
+import importlib.metadata
 import pathlib
 import re
+import shutil
+import subprocess
+import tomllib
 
 import pytest
 import yaml
@@ -47,3 +51,48 @@ async def test_the_demo_promotes_then_rolls_back_and_says_why(capsys: pytest.Cap
     calls = re.search(r"GetMetricData (\d+) for (\d+) measurement", out)
     assert calls is not None, out
     assert calls.group(1) == calls.group(2) != "0"
+
+
+def _make_dry_run(workdir: pathlib.Path, target: str) -> str:
+    completed = subprocess.run(
+        ["make", "-n", target], cwd=workdir, capture_output=True, text=True, check=True, timeout=30
+    )
+    return completed.stdout
+
+
+def test_make_demo_installs_the_sandbox_extras_only_and_make_test_the_dev_ones(
+    tmp_path: pathlib.Path,
+) -> None:
+    # A fresh clone as far as make can tell: the Makefile, pyproject.toml and no .venv.
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    demo = _make_dry_run(tmp_path, "demo")
+    assert "-m venv .venv" in demo
+    assert "pip install --quiet -e '.[sandbox]'" in demo
+    assert ".[dev]" not in demo
+    assert demo.rstrip().endswith(".venv/bin/lambda-rollouts demo")
+
+    # After `make demo`: the virtual environment holds the sandbox extras.
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    (tmp_path / ".venv" / ".installed-sandbox").touch()
+    assert "pip install" not in _make_dry_run(tmp_path, "demo")
+    test = _make_dry_run(tmp_path, "test")
+    assert "pip install --quiet -e '.[dev]'" in test
+    assert "-m venv" not in test
+
+    # After `make test`: both are installed, and neither target installs anything again.
+    (tmp_path / ".venv" / ".installed").touch()
+    assert "pip install" not in _make_dry_run(tmp_path, "demo")
+    assert "pip install" not in _make_dry_run(tmp_path, "lint")
+
+
+def test_the_sandbox_extras_name_only_extras_that_exist() -> None:
+    # pip warns about an unknown extra and installs nothing for it (moto has no "lambda" extra).
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    [moto] = [
+        item for item in project["project"]["optional-dependencies"]["sandbox"] if item.startswith("moto")
+    ]
+    wanted = set(re.search(r"\[(.*)\]", moto).group(1).split(","))  # type: ignore[union-attr]
+    provided = set(importlib.metadata.metadata("moto").get_all("Provides-Extra") or [])
+    assert wanted <= provided, sorted(wanted - provided)

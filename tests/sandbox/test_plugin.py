@@ -13,18 +13,22 @@ import asyncio
 import json
 import os
 import pathlib
+import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest_asyncio
 import yaml
+from click.testing import CliRunner
 
 from lambda_rollouts.crd import build_crd
 from lambda_rollouts.model import ACTION_ANNOTATION
-from lambda_rollouts.plugin import Outcome, State, describe_rollout
+from lambda_rollouts.plugin import Outcome, State, describe_rollout, lambdarollout
+from lambda_rollouts.sandbox.aws import sandbox_session
 from lambda_rollouts.sandbox.kube import run_kubernetes_emulator
 from lambda_rollouts.sandbox.runtime import open_sandbox
 
@@ -48,6 +52,8 @@ class Ran:
 class Cluster:
     kubeconfig: pathlib.Path
     workdir: pathlib.Path
+    # The AWS emulator's endpoint, when there is one.
+    aws_endpoint_url: str | None = None
 
     def environment(self, **overrides: str | None) -> dict[str, str]:
         environment = dict(os.environ)
@@ -82,9 +88,7 @@ class Cluster:
         return ran
 
     async def apply(self, *manifests: dict[str, Any]) -> None:
-        ran = await self.kubectl(
-            "apply", "--validate=false", "-f", "-", stdin=yaml.safe_dump_all(manifests, sort_keys=False)
-        )
+        ran = await self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests, sort_keys=False))
         assert ran.code == 0, ran.err
 
     async def wait_for(self, name: str, jsonpath: str, *, namespace: str = "default") -> None:
@@ -128,7 +132,9 @@ HELD_AT_10: list[dict[str, Any]] = [
 async def cluster(tmp_path: pathlib.Path) -> AsyncIterator[Cluster]:
     """The sandbox: both emulators and the real operator."""
     async with open_sandbox(workdir=tmp_path) as sandbox:
-        yield Cluster(kubeconfig=sandbox.kubeconfig_path, workdir=tmp_path)
+        yield Cluster(
+            kubeconfig=sandbox.kubeconfig_path, workdir=tmp_path, aws_endpoint_url=sandbox.aws_endpoint_url
+        )
 
 
 @pytest_asyncio.fixture
@@ -177,10 +183,25 @@ async def test_list_and_get_show_where_the_rollout_stands(cluster: Cluster) -> N
     assert once.code == 3, once.output
     assert once.out.startswith("checkout-api: Paused, weight 10%: step 2/4: paused until promoted")
 
+    # kubectl's own wide view counts the steps as the messages and the plugin do.
+    wide = await cluster.kubectl("get", "lro", "-o", "wide")
+    assert wide.code == 0, wide.err
+    header, row = wide.out.splitlines()
+    assert header.split()[-2:] == ["STEP", "MESSAGE"]
+    assert row.split()[8:11] == ["2/4", "step", "2/4:"]
+
 
 async def test_promote_moves_an_indefinite_pause_on(cluster: Cluster) -> None:
     await cluster.apply(rollout(HELD_AT_10))
     await cluster.wait_for("checkout-api", "{.status.phase}=Paused")
+
+    # Nothing was rolled back: retry says where the rollout is.
+    retried = await cluster.plugin("retry", "checkout-api")
+    assert retried.code == 1, retried.output
+    assert retried.err.startswith(
+        "checkout-api: Rejected: retry: nothing to retry: version 2 is in flight (Paused at step 2/4), "
+        "not rolled back"
+    )
 
     promoted = await cluster.plugin("promote", "checkout-api")
     assert promoted.code == 0, promoted.output
@@ -201,6 +222,10 @@ async def test_promote_moves_an_indefinite_pause_on(cluster: Cluster) -> None:
     shown = await cluster.plugin("get", "checkout-api")
     assert "Last action: promote (id kubectl-" in shown.out
     assert "  done 5. promote: all traffic on version 2" in shown.out.splitlines()
+    listed = await cluster.plugin("list")
+    assert listed.out.splitlines()[1].split()[7] == "done"
+    wide = await cluster.kubectl("get", "lro", "-o", "wide")
+    assert wide.out.splitlines()[1].split()[8] == "done"
 
 
 async def test_abort_rolls_back_and_retry_rolls_out_again(cluster: Cluster) -> None:
@@ -223,11 +248,17 @@ async def test_abort_rolls_back_and_retry_rolls_out_again(cluster: Cluster) -> N
     await cluster.wait_for("checkout-api", "{.status.phase}=Paused")
     assert (await cluster.read("checkout-api"))["status"]["canaryWeight"] == 20
 
-    # promote --full skips the rest of the steps.
+    # promote --full skips the rest of the steps, and get says which were skipped.
     finished = await cluster.plugin("promote", "checkout-api", "--full")
     assert finished.code == 0, finished.output
     assert finished.out.startswith("checkout-api: Applied: promote-full: ")
     await cluster.wait_for("checkout-api", "{.status.phase}=Healthy")
+    lines = (await cluster.plugin("get", "checkout-api")).out.splitlines()
+    assert lines[lines.index("Steps:") + 1 : lines.index("Steps:") + 4] == [
+        "  done 1. setWeight 20",
+        "  skip 2. pause until promoted",
+        "  done 3. promote: all traffic on version 2",
+    ]
 
 
 async def test_pause_holds_a_rollout_until_resume(cluster: Cluster) -> None:
@@ -420,3 +451,199 @@ def test_get_shows_analysis_results_hooks_and_the_last_action() -> None:
     hooks = lines[lines.index("Hooks:") + 2]
     assert hooks.split(None, 5) == ["beforeAllowTraffic", "2", "Succeeded", "1", "5m", "smoke tests passed"]
     assert lines[-1] == "Last action: retry (id ci-7): Applied 4m ago: retry: rolling out version 2 again"
+
+
+async def test_a_promote_that_finds_the_alias_changed_outside_fails(cluster: Cluster) -> None:
+    await cluster.apply(rollout(HELD_AT_10))
+    await cluster.wait_for("checkout-api", "{.status.phase}=Paused")
+    assert cluster.aws_endpoint_url is not None
+    lambda_client = sandbox_session("us-east-1", endpoint_url=cluster.aws_endpoint_url).client("lambda")
+    # Someone sends all traffic back to version 1 behind the operator's back.
+    await asyncio.to_thread(
+        lambda_client.update_alias,
+        FunctionName="checkout-api",
+        Name="live",
+        FunctionVersion="1",
+        RoutingConfig={"AdditionalVersionWeights": {}},
+    )
+
+    promoted = await cluster.plugin("promote", "checkout-api")
+    assert promoted.code == 1, promoted.output
+    assert promoted.out == ""
+    assert promoted.err.startswith(
+        "checkout-api: Rejected: promote: not applied: alias live was changed outside the operator"
+    )
+    body = await cluster.read("checkout-api")
+    assert body["status"]["phase"] == "Paused"
+    assert body["status"]["canaryWeight"] == 10
+
+
+async def test_get_watch_draws_the_view_again_on_every_change(cluster: Cluster) -> None:
+    await cluster.apply(rollout(HELD_AT_10))
+    await cluster.wait_for("checkout-api", "{.status.phase}=Paused")
+    watching = asyncio.create_task(cluster.plugin("get", "checkout-api", "--watch", "--timeout", "12s"))
+    await asyncio.sleep(3)
+    promoted = await cluster.plugin("promote", "checkout-api")
+    assert promoted.code == 0, promoted.output
+    await cluster.wait_for("checkout-api", "{.status.phase}=Healthy")
+    watched = await watching
+    assert watched.code == 0, watched.output
+    # Not a terminal: each view after a timestamped separator, only when something changed.
+    views = re.split(r"^--- \d\d:\d\d:\d\d\n", watched.out, flags=re.MULTILINE)
+    assert views[0] == ""
+    views = views[1:]
+    assert 2 <= len(views) <= 8, watched.out
+    assert "Phase:       Paused" in views[0].splitlines()
+    assert "Phase:       Healthy" in views[-1].splitlines()
+    assert all(view.startswith("Name:        checkout-api\n") for view in views)
+    assert len(set(views)) == len(views), "a view printed again without a change"
+
+
+def test_every_command_takes_h_for_help() -> None:
+    runner = CliRunner()
+    for command in [[], *([name] for name in lambdarollout.commands)]:
+        short = runner.invoke(lambdarollout, [*command, "-h"])
+        assert short.exit_code == 0, (command, short.output)
+        assert short.output.startswith("Usage: ")
+        assert short.output == runner.invoke(lambdarollout, [*command, "--help"]).output
+
+
+# -- a scripted kubectl: answers without a cluster, as slowly as a test needs ------------------------
+
+FAKE_KUBECTL = """
+import json, os, sys, time
+
+path = os.environ["FAKE_KUBECTL_STATE"]
+with open(path) as handle:
+    state = json.load(handle)
+if "events" in sys.argv:
+    print(json.dumps({"items": state["events"]}))
+    sys.exit(0)
+read = state["reads"]
+state["reads"] = read + 1
+with open(path, "w") as handle:
+    json.dump(state, handle)
+delays = state["delays"]
+if read < len(delays):
+    time.sleep(delays[read])
+bodies = state["bodies"]
+print(json.dumps(bodies[min(read, len(bodies) - 1)]))
+"""
+
+
+def scripted_plugin(
+    tmp_path: pathlib.Path,
+    *args: str,
+    bodies: list[dict[str, Any]],
+    events: list[dict[str, Any]] | None = None,
+    delays: list[float] | None = None,
+) -> Ran:
+    """Run the plugin with a kubectl that answers reads of the rollout with ``bodies`` in turn (the
+    last one again and again), each after its delay, and reads of Events with ``events``."""
+    state = tmp_path / "kubectl-state.json"
+    state.write_text(
+        json.dumps({"bodies": bodies, "events": events or [], "delays": delays or [], "reads": 0})
+    )
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
+    kubectl.chmod(0o755)
+    environment = {**os.environ, "KUBECTL_PLUGINS_CALLER": str(kubectl), "FAKE_KUBECTL_STATE": str(state)}
+    completed = subprocess.run(
+        [str(BIN / "kubectl-lambdarollout"), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in completed.stderr, completed.stderr
+    return Ran(completed.returncode, completed.stdout, completed.stderr)
+
+
+def in_a_timed_pause(message: str, started_ago: float) -> dict[str, Any]:
+    """A rollout at step 2/3, a pause of 5m that started ``started_ago`` seconds ago."""
+    started = datetime.now(UTC) - timedelta(seconds=started_ago)
+    return {
+        "metadata": {"name": "checkout-api", "namespace": "default", "generation": 1},
+        "spec": {
+            "functionName": "checkout-api",
+            "alias": "live",
+            "version": "2",
+            "strategy": {
+                "canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "5m"}}, {"setWeight": 50}]}
+            },
+        },
+        "status": {
+            "observedGeneration": 1,
+            "phase": "Progressing",
+            "stableVersion": "1",
+            "canaryVersion": "2",
+            "canaryWeight": 10.0,
+            "currentStepIndex": 1,
+            "stepCount": 3,
+            "stepStartedAt": started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "message": message,
+        },
+    }
+
+
+def test_status_reckons_a_pause_countdown_afresh(tmp_path: pathlib.Path) -> None:
+    # Written by the operator when the pause began; read two minutes later.
+    ran = scripted_plugin(
+        tmp_path, "status", "checkout-api", bodies=[in_a_timed_pause("step 2/3: pause 5m (5m left)", 120)]
+    )
+    assert ran.code == 3, ran.output
+    assert re.fullmatch(
+        r"checkout-api: Progressing, weight 10%: step 2/3: pause 5m \((3m|2m5\ds) left\)\n", ran.out
+    )
+
+
+def test_a_watch_prints_no_line_for_a_countdown_alone(tmp_path: pathlib.Path) -> None:
+    bodies = [
+        in_a_timed_pause("step 2/3: pause 5m (5m left)", 60),
+        in_a_timed_pause("step 2/3: pause 5m (4m left)", 60),
+    ]
+    ran = scripted_plugin(tmp_path, "status", "checkout-api", "--timeout", "3s", bodies=bodies)
+    assert ran.code == 2, ran.output
+    [line] = ran.out.splitlines()
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d checkout-api: Progressing, weight 10%: step 2/3: pause 5m \((4m|3m5\ds) left\)", line
+    )
+    assert re.fullmatch(
+        r"checkout-api: timed out after 3s: still Progressing: step 2/3: pause 5m \((4m|3m5\ds) left\)\n",
+        ran.err,
+    )
+
+
+def test_a_watch_that_times_out_during_a_slow_read_only_says_so(tmp_path: pathlib.Path) -> None:
+    # The first read answers at once; every later one takes 3 s, longer than what is left.
+    body = in_a_timed_pause("step 2/3: pause 5m (5m left)", 0)
+    ran = scripted_plugin(
+        tmp_path, "status", "checkout-api", "--timeout", "1s", bodies=[body], delays=[0, 3, 3, 3]
+    )
+    assert ran.code == 2, ran.output
+    assert "cannot read it" not in ran.err
+    assert ran.err.startswith("checkout-api: timed out after 1s: still Progressing")
+
+
+def test_get_lists_events_of_one_second_in_the_order_they_were_posted(tmp_path: pathlib.Path) -> None:
+    body = in_a_timed_pause("step 2/3: pause 5m (5m left)", 0)
+    body["metadata"]["uid"] = "u-1"
+
+    def event(reason: str, nanoseconds: int) -> dict[str, Any]:
+        return {
+            "metadata": {"name": f"checkout-api.{nanoseconds:x}"},
+            "involvedObject": {"kind": "LambdaRollout", "name": "checkout-api", "uid": "u-1"},
+            "type": "Normal",
+            "reason": reason,
+            "message": reason,
+            "lastTimestamp": "2026-01-01T12:00:00Z",
+        }
+
+    # As an API server may list them: not in name order.
+    events = [event("WeightSet", 1_767_268_800_000_000_900), event("Progressing", 1_767_268_800_000_000_100)]
+    ran = scripted_plugin(tmp_path, "get", "checkout-api", bodies=[body], events=events)
+    assert ran.code == 0, ran.output
+    lines = ran.out.splitlines()
+    rows = lines[lines.index("Events:") + 2 :]
+    assert [row.split()[1] for row in rows] == ["Progressing", "WeightSet"]

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 import yaml
 
-from lambda_rollouts.aws.fake import FakeLambda
-from lambda_rollouts.aws.fake_cloudwatch import FakeCloudWatch
-from lambda_rollouts.hooks import FakeHookInvoker
-from lambda_rollouts.kube import RecordingStatusWriter
 from lambda_rollouts.planner import Event, Plan
 from lambda_rollouts.reconcile import RolloutRef, RolloutService
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.testing.fake_cloudwatch import FakeCloudWatch
+from lambda_rollouts.testing.fake_lambda import FakeLambda
+from lambda_rollouts.testing.hooks import FakeHookInvoker
+from lambda_rollouts.testing.kube import RecordingStatusWriter
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 FIELD = "corpus.lambda.rollouts.dev/field"

@@ -17,9 +17,10 @@ from lambda_rollouts.handlers import (
     news_for_the_loop,
     quiet_wake_handler_logs,
 )
-from lambda_rollouts.kube import EventAbout, RecordingStatusWriter, event_body
+from lambda_rollouts.kube import EventAbout, event_body
 from lambda_rollouts.model import EventType, Reason
 from lambda_rollouts.planner import Event
+from lambda_rollouts.testing.kube import RecordingStatusWriter
 
 
 def test_the_wake_handler_success_line_is_dropped_and_everything_else_kept(
@@ -97,7 +98,10 @@ async def test_events_are_posted_in_the_background_and_a_failed_one_is_logged(
 def test_an_event_is_what_kubectl_shows_and_its_message_is_cut_to_what_the_api_takes() -> None:
     now = datetime(2026, 11, 26, 20, 15, 7, 123456, tzinfo=UTC)
     body = event_body(EventAbout("team-a", "checkout", "uid-1"), "Warning", "Drifted", "x" * 2000, now)
-    assert body["metadata"] == {"namespace": "team-a", "generateName": "checkout."}
+    # client-go's names: the object's, then the time in hexadecimal nanoseconds.
+    assert body["metadata"] == {"namespace": "team-a", "name": f"checkout.{1795724107123456000:x}"}
+    later = event_body(EventAbout("team-a", "checkout"), "Normal", "Succeeded", "ok", now, serial=1)
+    assert later["metadata"]["name"] == f"checkout.{1795724107123456001:x}"
     assert body["involvedObject"] == {
         "apiVersion": "lambda.rollouts.dev/v1alpha1",
         "kind": "LambdaRollout",

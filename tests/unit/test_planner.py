@@ -89,6 +89,7 @@ def test_alias_absent_is_created_on_the_desired_version_after_verification() -> 
         "canaryWeight": 100.0,
         "currentStepIndex": 2,
         "stepCount": 2,
+        "step": "done",
         "message": "created alias live on version 42: nothing to shift from",
         "verifiedPair": "42->42",
         "retryCount": 0,
@@ -113,6 +114,7 @@ def test_alias_already_on_desired_version_is_adopted_without_a_write() -> None:
         "canaryWeight": 100.0,
         "currentStepIndex": 2,
         "stepCount": 2,
+        "step": "done",
         "message": "version 42 already serves all traffic on alias live",
         "retryCount": 0,
         "conditions": {
@@ -146,6 +148,7 @@ def test_normal_rollout_starts_from_the_alias_version_as_stable() -> None:
         "canaryWeight": 10.0,
         "currentStepIndex": 1,
         "stepCount": 2,
+        "step": "2/2",
         "message": "step 2/2: pause 5m (5m left)",
         "stepStartedAt": "2026-01-01T12:00:00.000000Z",
         "verifiedPair": "41->42",
@@ -187,6 +190,7 @@ def test_pause_elapsed_promotes_with_one_write_that_clears_the_routing() -> None
         "canaryWeight": 100.0,
         "currentStepIndex": 2,
         "stepCount": 2,
+        "step": "done",
         "message": "promoted version 42: all traffic on it (was 10%)",
         "verifiedPair": "41->42",
         "retryCount": 0,
@@ -244,6 +248,7 @@ def test_alias_split_toward_another_version_goes_back_to_stable_first() -> None:
         "canaryWeight": 0.0,
         "currentStepIndex": 0,
         "stepCount": 2,
+        "step": "1/2",
         "message": (
             "sending all traffic back to version 41 (was 20% on version 40) before rolling out version 42"
         ),
@@ -299,6 +304,7 @@ def test_spec_version_reverted_to_stable_rolls_back_at_once() -> None:
         "canaryWeight": 100.0,
         "currentStepIndex": 4,
         "stepCount": 4,
+        "step": "done",
         "message": "rolled back to version 42: spec.version is the stable version (was 50% on version 43)",
         "verifiedPair": "42->43",
         "retryCount": 0,

@@ -246,3 +246,71 @@ def test_every_action_has_a_name() -> None:
         "pause",
         "resume",
     ]
+
+
+def test_retry_of_a_rollout_in_flight_says_where_it_is() -> None:
+    world = at_indefinite_pause()
+    world.step(10, "retry")
+    assert world.ack()[2:] == (
+        "Rejected",
+        "retry: nothing to retry: version 2 is in flight (Paused at step 2/4), not rolled back; retry "
+        "rolls a version out again after an abort or a rollback",
+    )
+    assert len(world.writes) == 1
+
+
+@pytest.mark.parametrize("action", ["promote", "promote-full"])
+@pytest.mark.parametrize(
+    ("on_drift", "message"),
+    [
+        (
+            "Pause",
+            "not applied: alias live was changed outside the operator: expected 90% on version 1 / 10% on "
+            "version 2, found 100% on version 1; paused (spec.onDrift: Pause): undo the change, resume to "
+            "carry on from the alias as it is, or set spec.onDrift: Correct",
+        ),
+        (
+            "Correct",
+            "not applied: alias live was changed outside the operator: expected 90% on version 1 / 10% on "
+            "version 2, found 100% on version 1; restored it (spec.onDrift: Correct)",
+        ),
+    ],
+)
+def test_a_promote_that_finds_the_alias_changed_outside_is_not_applied(
+    action: str, on_drift: str, message: str
+) -> None:
+    world = at_indefinite_pause(make_spec(onDrift=on_drift))
+    world.alias = AliasState("1", {}, "rev-outside")  # someone sent all traffic back to version 1
+    world.step(100, action)
+    assert world.ack()[2:] == ("Rejected", f"{action}: {message}")
+    assert ("ActionRejected", f"{action}: {message}") in world.events
+    # Nothing was promoted: no write at all, or the write that restores the alias as it was.
+    restored = [(100, "1", {"2": 10.0})] if on_drift == "Correct" else []
+    assert world.writes[1:] == restored
+    assert world.status.phase != "Healthy"
+
+
+def test_the_acknowledgement_says_where_the_rollout_was() -> None:
+    world = at_indefinite_pause()
+    world.step(30, "promote-full:ci-9")
+    last = world.status.last_action
+    assert last is not None
+    assert (last.action, last.result.value, last.step_index, last.version) == (
+        "promote-full",
+        "Applied",
+        1,
+        "2",
+    )
+    assert world.status.to_wire()["lastAction"] | {"at": None, "message": None} == {
+        "action": "promote-full",
+        "id": "ci-9",
+        "result": "Applied",
+        "message": None,
+        "at": None,
+        "stepIndex": 1,
+        "version": "2",
+    }
+    # A Healthy rollout has no rollout in flight to say anything about.
+    world.step(40, "promote")
+    assert world.status.last_action is not None
+    assert (world.status.last_action.step_index, world.status.last_action.version) == (None, None)

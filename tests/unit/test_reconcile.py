@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from lambda_rollouts.aws.fake import FakeLambda
 from lambda_rollouts.errors import AccessDeniedError, ThrottledError
-from lambda_rollouts.kube import RecordingStatusWriter, status_merge_patch
+from lambda_rollouts.kube import status_merge_patch
 from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import LoopMemory, RolloutRef, RolloutService, Wakeup
 from lambda_rollouts.settings import Settings
+from lambda_rollouts.telemetry import configure_logging
+from lambda_rollouts.testing.fake_cloudwatch import FakeCloudWatch
+from lambda_rollouts.testing.fake_lambda import FakeLambda
+from lambda_rollouts.testing.kube import RecordingStatusWriter
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 REF = RolloutRef("default", "checkout")
@@ -322,3 +328,131 @@ async def test_a_loop_sleeps_until_its_time_until_woken_or_until_stopped() -> No
     assert not wakeup.is_set()
     await wakeup.sleep(30)
     assert loop.time() - start == pytest.approx(2)
+
+
+# -- logs ------------------------------------------------------------------------------------------
+
+
+REF_TEXT = "rollout default/checkout:"
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """(level, message) of the reconcile service's records at INFO and above, and forget them."""
+    records = [
+        (record.levelname, record.getMessage())
+        for record in caplog.records
+        if record.name == "lambda_rollouts.reconcile" and record.levelno >= logging.INFO
+    ]
+    caplog.clear()
+    return records
+
+
+async def test_a_canary_logs_each_step_write_and_the_promotion_once(
+    service: RolloutService, writer: RecordingStatusWriter, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    read = stored(rollout(), writer)
+    await service.reconcile(REF, read(), Events())
+    # JSON logs name the rollout in fields of their own, as Kopf's records do.
+    assert [getattr(record, "k8s_ref", None) for record in caplog.records] == [
+        {"namespace": "default", "name": "checkout"}
+    ] * 3
+    assert logged(caplog) == [
+        ("INFO", f"{REF_TEXT} alias live of checkout-api now serves 90% on version 1, 10% on version 2"),
+        ("INFO", "rollout default/checkout: Progressing: rolling out version 2 over version 1"),
+        ("INFO", "rollout default/checkout: WeightSet: step 1/2: set weight 10% on version 2"),
+    ]
+    # A pass that only counts down the pause: its status changes, nothing worth a line happens.
+    clock.now += timedelta(seconds=30)
+    await service.reconcile(REF, read(), Events())
+    assert logged(caplog) == []
+    clock.now += timedelta(seconds=30)
+    await service.reconcile(REF, read(), Events())
+    await service.reconcile(REF, read(), Events())
+    assert logged(caplog) == [
+        ("INFO", "rollout default/checkout: alias live of checkout-api now serves 100% on version 2"),
+        ("INFO", "rollout default/checkout: StepCompleted: step 2/2: pause 1m done"),
+        ("INFO", "rollout default/checkout: Succeeded: promoted version 2: all traffic on it (was 10%)"),
+    ]
+
+
+async def test_failures_are_warnings_and_a_retried_one_says_so_once_per_retry(
+    service: RolloutService, aws: FakeLambda, writer: RecordingStatusWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    read = stored(rollout(), writer)
+    aws.fail_next("GetAlias", ThrottledError("Rate exceeded"))
+    await service.reconcile(REF, read(), Events())
+    aws.fail_next("GetAlias", ThrottledError("Rate exceeded"))
+    await service.reconcile(REF, read(), Events())
+    assert logged(caplog) == [
+        ("WARNING", "rollout default/checkout: Throttled: Rate exceeded"),
+        (
+            "WARNING",
+            "rollout default/checkout: still failing: Rate exceeded (Throttled); trying again in 10s",
+        ),
+    ]
+    # A refusal that retrying cannot change is said once.
+    aws.fail_next("GetAlias", AccessDeniedError("not authorized"))
+    await service.reconcile(REF, read(), Events())
+    aws.fail_next("GetAlias", AccessDeniedError("not authorized"))
+    await service.reconcile(REF, read(), Events())
+    assert logged(caplog) == [("WARNING", "rollout default/checkout: AccessDenied: not authorized")]
+
+
+async def test_json_logs_name_the_rollout_in_fields_of_their_own(service: RolloutService) -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging("json", "INFO", stream)
+    try:
+        await service.reconcile(REF, rollout(), Events())
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    ours = [record for record in records if record["logger"] == "lambda_rollouts.reconcile"]
+    assert [record["message"] for record in ours][-1] == (
+        "rollout default/checkout: WeightSet: step 1/2: set weight 10% on version 2"
+    )
+    assert {(record["namespace"], record["name"]) for record in ours} == {("default", "checkout")}
+
+
+async def test_every_measurement_logs_its_verdict_once(
+    aws: FakeLambda, writer: RecordingStatusWriter, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cloudwatch = FakeCloudWatch()
+    cloudwatch.set_alarm("checkout-errors", "OK")
+    settings = Settings(default_region="us-east-1")
+    service = RolloutService(settings=settings, router=aws, writer=writer, clock=clock, metrics=cloudwatch)
+    body = rollout(
+        strategy={"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "10m"}}]}},
+        analysis={"interval": "1m", "alarms": ["checkout-errors"]},
+    )
+    read = stored(body, writer)
+    caplog.set_level(logging.INFO)
+    await service.reconcile(REF, read(), Events())
+    logged(caplog)
+    # Traffic on the new version, in every minute the measurements look at: the alarm decides.
+    dimensions = {"FunctionName": "checkout-api", "Resource": "checkout-api:live", "ExecutedVersion": "2"}
+    for second in range(0, 180, 20):
+        cloudwatch.put_metric("AWS/Lambda", "Invocations", dimensions, 60.0, T0 + timedelta(seconds=second))
+    clock.now += timedelta(seconds=60)
+    await service.reconcile(REF, read(), Events())
+    # A pass between measurements says nothing.
+    clock.now += timedelta(seconds=30)
+    await service.reconcile(REF, read(), Events())
+    last_message = read()["status"]["analysis"]["lastMessage"]
+    assert logged(caplog) == [("INFO", f"{REF_TEXT} analysis measurement 1: Successful: {last_message}")]
+    cloudwatch.set_alarm("checkout-errors", "ALARM", "Threshold Crossed")
+    clock.now += timedelta(seconds=30)
+    await service.reconcile(REF, read(), Events())
+    lines = logged(caplog)
+    assert lines[0] == ("INFO", f"{REF_TEXT} alias live of checkout-api now serves 100% on version 1")
+    assert lines[1][0] == "INFO"
+    assert lines[1][1].startswith(f"{REF_TEXT} analysis measurement 2: Failed: ")
+    assert lines[2][0] == "WARNING"
+    assert lines[2][1].startswith(
+        f"{REF_TEXT} AnalysisFailed: analysis failed: alarm checkout-errors is in ALARM"
+    )
+    assert len(lines) == 3, lines
