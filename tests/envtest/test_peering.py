@@ -104,8 +104,15 @@ def test_two_replicas_only_the_highest_priority_writes_and_the_other_takes_over_
     wait_until(
         lambda: {active_user, standby_user} <= set(peers(deployed)), timeout=60, what="both replicas peering"
     )
+    # A mandatory peer starts paused. If its first look at the peering object already shows the
+    # active replica, it stays paused without a word; if it saw itself alone first, it resumed
+    # (logged) and pauses once it sees the other (logged too). Either way, paused from here on.
     wait_until(
-        lambda: _logged(standby, "Pausing operations in favour of"), timeout=60, what="the standby paused"
+        lambda: (
+            not _logged(standby, "Resuming operations") or _logged(standby, "Pausing operations in favour of")
+        ),
+        timeout=60,
+        what="the standby paused",
     )
 
     name = unique("checkout")
@@ -147,7 +154,12 @@ def test_two_replicas_only_the_highest_priority_writes_and_the_other_takes_over_
         ("patch", "lambdarollouts/status"),
         ("create", "events"),
     }, by_active
-    assert [write for write in by_standby if write.at < killed_at] == []
+    # Kopf pauses a replica's watch a moment after it decides to pause (up to a second): an object
+    # created in that moment may get the finalizer from the standby too (the same one, which the
+    # active adds as well). Nothing else: no status write, no Event, no alias write (moto's record).
+    early = [write for write in by_standby if write.at < killed_at]
+    assert [(write.verb, write.resource) for write in early if write.resource != "lambdarollouts"] == []
+    assert len(early) <= 1, early
     assert ("patch", "lambdarollouts/status") in {(write.verb, write.resource) for write in by_standby}
     first = min(write.at for write in by_standby)
     print(f"the standby's first write came {(first - killed_at).total_seconds():.1f}s after the kill")
