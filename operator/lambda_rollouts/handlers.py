@@ -246,6 +246,9 @@ def build_registry(wiring: Wiring | None = None) -> kopf.OperatorRegistry:
         state.kopf_settings = settings
         configure_persistence(settings)
         settings.posting.level = logging.INFO
+        # As client-go and kubectl do: HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply to the API server
+        # (a kubeconfig's proxy-url still wins). Kopf reads the flag at login, after startup.
+        settings.networking.trust_env = True
         size_worker_threads(wiring.settings)
         quiet_wake_handler_logs()
         quiet_probe_logs()

@@ -311,6 +311,17 @@ def _describe_alias(alias: AliasState) -> str:
     return ", ".join(shares)
 
 
+def _log_alias_written(ref: RolloutRef, target: Target, served: AliasState) -> None:
+    _log(
+        logging.INFO,
+        ref,
+        "alias %s of %s now serves %s",
+        target.alias,
+        target.function_name,
+        _describe_alias(served),
+    )
+
+
 class RolloutService:
     def __init__(
         self,
@@ -567,14 +578,7 @@ class RolloutService:
             plan = self._notify(ref, uid, spec, status, plan, memory)
             await self._write_ahead(ref, plan, memory)
         served = await self._act(target, action)
-        _log(
-            logging.INFO,
-            ref,
-            "alias %s of %s now serves %s",
-            target.alias,
-            target.function_name,
-            _describe_alias(served),
-        )
+        _log_alias_written(ref, target, served)
         memory.known_alias, memory.alias_seen_at = served, self._clock()
         canary = plan.status.canary_version
         weight = served.percent_on(canary) if canary else None
@@ -792,14 +796,7 @@ class RolloutService:
             Reason.ROLLED_BACK,
             f"rollout deleted mid-shift: all traffic sent back to version {action.primary}",
         )
-        _log(
-            logging.INFO,
-            ref,
-            "alias %s of %s now serves %s",
-            target.alias,
-            target.function_name,
-            _describe_alias(served),
-        )
+        _log_alias_written(ref, target, served)
         _log(logging.INFO, ref, "%s: %s", event.reason.value, event.message)
         events.post(event)
         if self._notifier is not None:
