@@ -31,6 +31,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ..gobuild import go_program
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "lambda-rollouts"
 DEPLOY = ROOT / "deploy"
@@ -65,16 +67,7 @@ Objects = dict[Key, dict[str, Any]]
 @pytest.fixture(scope="session")
 def helm() -> str:
     """The helm binary of tools/go/helm, built (or found in the cache) by tools/gobuild.sh."""
-    built = subprocess.run(
-        [str(ROOT / "tools" / "gobuild.sh"), "helm"],
-        capture_output=True,
-        text=True,
-        timeout=1100,
-        check=False,
-    )
-    if built.returncode != 0:
-        pytest.fail(f"tools/gobuild.sh helm exited {built.returncode}:\n{built.stderr[-3000:]}")
-    return built.stdout.strip().splitlines()[-1]
+    return str(go_program("helm", timeout=1100))
 
 
 @pytest.fixture(scope="session")

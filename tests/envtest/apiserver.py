@@ -11,7 +11,8 @@ Contract:
   itself; ``stop()`` ends both; ``stop_apiserver()``/``start_apiserver()`` stop and start only
   kube-apiserver (etcd keeps the data), on the same port.
 - ``kubeconfig_*`` write the kubeconfig forms users have (certificates embedded as ``*-data``,
-  file paths, a bearer token, an exec credential plugin); ``kubectl()`` runs the real kubectl;
+  file paths, a bearer token, an exec credential plugin); ``kubectl()`` runs the real kubectl
+  (``env_with_path``: its environment, the venv first on PATH, where kubectl finds the plugin);
   ``session()`` is a ``requests`` session that trusts only the tests' CA (``trust_env=False``: the
   machine's CA and proxy variables are not the code under test).
 
@@ -41,6 +42,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from ..processes import stop_process
 
 # Tokens the API server accepts (--token-auth-file): token -> (user, uid, groups).
 TOKENS: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
@@ -99,6 +102,13 @@ def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in MACHINE_TLS_VARIABLES}
     env.pop("KUBECONFIG", None)
     env.update(extra or {})
+    return env
+
+
+def env_with_path(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``clean_environment`` with the venv first on PATH: kubectl finds the plugin there."""
+    env = clean_environment(extra)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
@@ -383,8 +393,7 @@ class ApiServer:
         timeout: float = 60.0,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        environment = clean_environment({"KUBECONFIG": str(kubeconfig or self.admin_kubeconfig)})
-        environment["PATH"] = f"{VENV_BIN}{os.pathsep}{environment.get('PATH', '')}"
+        environment = env_with_path({"KUBECONFIG": str(kubeconfig or self.admin_kubeconfig)})
         environment.update(env or {})
         completed = subprocess.run(
             [KUBECTL, *args],
@@ -469,11 +478,5 @@ class ApiServer:
 
 
 def _terminate(process: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
+    if process is not None:
+        stop_process(process, timeout)

@@ -17,7 +17,7 @@ import pytest
 from lambda_rollouts.sandbox.aws import MotoSandbox, seed_demo_function
 
 from .apiserver import ApiServer, assets_dir
-from .harness import CERT_USER, REGION, AliasWrites, OperatorProcess, unique
+from .harness import CERT_USER, REGION, AliasWrites, OperatorProcess, Scene, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = (ROOT / "crds" / "lambdarollouts.yaml", ROOT / "deploy" / "crds" / "clusterkopfpeerings.yaml")
@@ -101,6 +101,27 @@ def operators(
     if failed:
         for process in started:
             print(f"--- {process.log_path.name}\n{process.log(200)}")
+
+
+@pytest.fixture
+def scene_server(deployed: ApiServer) -> ApiServer:
+    """The API server of the fixture ``scene``: the tier's, with deploy/ applied (a module may
+    name another)."""
+    return deployed
+
+
+@pytest.fixture
+def scene(
+    scene_server: ApiServer,
+    aws: MotoSandbox,
+    alias_writes: AliasWrites,
+    namespace: str,
+    function: dict[str, str],
+    operators: Callable[..., OperatorProcess],
+) -> Scene:
+    """The test's namespace and function on ``scene_server``, the operators it starts there, and
+    every alias write that moto accepts during the test."""
+    return Scene(scene_server, aws, namespace, function["function_name"], operators, alias_writes)
 
 
 _FAILED = pytest.StashKey[bool]()

@@ -6,13 +6,22 @@ Contract:
   moto as its only AWS (``AWS_ENDPOINT_URL``, dummy credentials) and short intervals; its output
   goes to a log file that ``log()`` returns and failures quote. ``stop()`` sends SIGTERM, as the
   kubelet does, and waits.
+- ``Scene`` (the fixture ``scene``) is one test's namespace and function, the operators it starts
+  there (by default as the certificate user that deploy/'s ClusterRole is bound to, standalone, in
+  that namespace) and moto's record of its alias writes; it applies, waits for, reads and deletes
+  the test's rollouts, and reads its alias.
 - ``rollout_manifest`` builds a LambdaRollout; ``wait_for`` polls the API server until a predicate
-  holds on the object (real time: the steps of these rollouts are seconds long).
+  holds on the object (real time: the steps of these rollouts are seconds long); ``status_is``,
+  ``phase_is`` and ``weight_is`` are such predicates, ``conditions`` reads a status's conditions.
+- ``run_canary`` applies a canary and sees it through: every step's status, its Events, the alias
+  promoted, the rollout deleted.
 - ``audit_denials`` reads the API server's audit log: every request of a user that RBAC refused
-  (``timed_audit_denials``: with the time each was received); ``audit_writes`` every write a user
-  sent to the rollouts and Events of one namespace.
+  (optionally leaving out those received while a restarted server's authorizer was not ready);
+  ``audit_writes`` every write a user sent to the rollouts and Events of one namespace;
+  ``audit_events`` every audited request of a user.
 - ``AliasWrites`` records, on moto's side, every ``UpdateAlias`` that moto accepted (whoever sent
-  it), in order; ``alias_of`` reads an alias as Lambda serves it.
+  it), in order; ``alias_of`` reads an alias as Lambda serves it; ``set_alarm`` puts a CloudWatch
+  alarm in moto in the state the test says (moto evaluates no alarm).
 - ``table`` reads kubectl's table output (``get``, ``events``) by its header, as a person reads it;
   ``wait_until`` polls any check until it holds.
 """
@@ -21,23 +30,21 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from moto.awslambda.models import LambdaBackend
 
-from lambda_rollouts.sandbox.aws import sandbox_session
+from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session
 
+from ..processes import stop_process
 from .apiserver import VENV_BIN, ApiServer, clean_environment
 
 GROUP_VERSION = "lambda.rollouts.dev/v1alpha1"
@@ -101,15 +108,9 @@ class OperatorProcess:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+        returncode = stop_process(self.process, timeout)
         self._log.close()
-        return self.process.returncode
+        return returncode
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -197,45 +198,63 @@ def wait_for(
     raise AssertionError(f"{namespace}/{name}: {what} not met within {timeout}s; status: {status}{log}")
 
 
-def phase_is(phase: str) -> Callable[[dict[str, Any] | None], bool]:
-    def check(body: dict[str, Any] | None) -> bool:
-        return body is not None and (body.get("status") or {}).get("phase") == phase
+Body = dict[str, Any] | None
+
+
+def status_is(**fields: Any) -> Callable[[Body], bool]:
+    """Whether the rollout is there with all of ``fields`` in its status (``phase="Paused"``...)."""
+
+    def check(body: Body) -> bool:
+        status = (body or {}).get("status") or {}
+        return body is not None and all(status.get(key) == value for key, value in fields.items())
 
     return check
 
 
-def audit_denials(server: ApiServer, user: str) -> list[str]:
-    """Requests of ``user`` that the authorizer refused, from the API server's audit log."""
-    path = server.audit_log
-    denied = []
-    if not path.exists():
+def phase_is(phase: str) -> Callable[[Body], bool]:
+    return status_is(phase=phase)
+
+
+def weight_is(weight: float) -> Callable[[Body], bool]:
+    return status_is(canaryWeight=weight)
+
+
+def conditions(body: Body) -> dict[str, tuple[str, str]]:
+    """{type: (status, reason)} of the rollout's conditions."""
+    found = ((body or {}).get("status") or {}).get("conditions") or []
+    return {condition["type"]: (condition["status"], condition["reason"]) for condition in found}
+
+
+def audit_events(server: ApiServer, user: str) -> Iterator[dict[str, Any]]:
+    """Every request of ``user`` that the API server's audit log holds, in order."""
+    if not server.audit_log.exists():
         raise AssertionError("the API server wrote no audit log")
-    for line in path.read_text().splitlines():
-        event = json.loads(line)
-        if (event.get("user") or {}).get("username") != user:
-            continue
-        if (event.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid":
-            denied.append(f"{event.get('verb')} {event.get('requestURI')}")
-    return denied
-
-
-def timed_audit_denials(server: ApiServer, user: str) -> list[tuple[datetime.datetime, str]]:
-    """``audit_denials`` with the time each refused request was received."""
-    denied = []
     for line in server.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        if (event.get("user") or {}).get("username") != user:
+        event: dict[str, Any] = json.loads(line)
+        if (event.get("user") or {}).get("username") == user:
+            yield event
+
+
+def _received_at(event: Mapping[str, Any]) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+
+
+def audit_denials(
+    server: ApiServer, user: str, *, except_between: tuple[datetime.datetime, datetime.datetime] | None = None
+) -> list[str]:
+    """Requests of ``user`` that the authorizer refused, from the API server's audit log.
+
+    ``except_between`` (when an API server was stopped, when it was ready again) leaves out those
+    received in between: a restarted server refuses until its authorizer has read the RBAC objects.
+    """
+    denied = []
+    for event in audit_events(server, user):
+        if (event.get("annotations") or {}).get("authorization.k8s.io/decision") != "forbid":
             continue
-        if (event.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid":
-            at = datetime.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
-            denied.append((at, f"{event.get('verb')} {event.get('requestURI')}"))
+        if except_between is not None and except_between[0] < _received_at(event) < except_between[1]:
+            continue
+        denied.append(f"{event.get('verb')} {event.get('requestURI')}")
     return denied
-
-
-def env_with_path(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = clean_environment(extra)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 # -- what the scenarios observe ---------------------------------------------------------------------
@@ -293,12 +312,43 @@ def rollout_events(server: ApiServer, namespace: str, name: str) -> list[dict[st
     return table(shown.stdout, EVENT_COLUMNS)
 
 
-def alias_of(endpoint_url: str, function: str, alias: str = "live") -> tuple[str, dict[str, float]]:
+def alias_of(
+    endpoint_url: str, function: str, alias: str = "live", *, region: str = REGION
+) -> tuple[str, dict[str, float]]:
     """(primary version, additional version weights) of ``alias``, as Lambda (moto) serves it."""
-    client = sandbox_session(REGION).client("lambda", region_name=REGION, endpoint_url=endpoint_url)
+    client = sandbox_session(region).client("lambda", region_name=region, endpoint_url=endpoint_url)
     served = client.get_alias(FunctionName=function, Name=alias)
     weights = (served.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     return served["FunctionVersion"], dict(weights)
+
+
+def set_alarm(
+    endpoint_url: str,
+    name: str,
+    state: Literal["OK", "ALARM"],
+    *,
+    function: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Put the alarm in moto (on the Errors of ``function``, else of every function) in ``state``.
+
+    moto evaluates no alarm: the test says what CloudWatch would (``reason`` is the alarm's).
+    """
+    cloudwatch = sandbox_session(REGION).client("cloudwatch", region_name=REGION, endpoint_url=endpoint_url)
+    cloudwatch.put_metric_alarm(
+        AlarmName=name,
+        Namespace="AWS/Lambda",
+        MetricName="Errors",
+        Dimensions=[{"Name": "FunctionName", "Value": function}] if function is not None else [],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    cloudwatch.set_alarm_state(
+        AlarmName=name, StateValue=state, StateReason=reason or f"set to {state} by the test"
+    )
 
 
 @dataclass(frozen=True)
@@ -342,12 +392,7 @@ class AliasWrites:
         LambdaBackend.update_alias = update_alias  # type: ignore[method-assign,assignment]
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         LambdaBackend.update_alias = self._original  # type: ignore[method-assign]
 
     def of(self, function: str, alias: str = "live") -> list[tuple[str, dict[str, float]]]:
@@ -375,12 +420,10 @@ _WRITE_VERBS = ("create", "update", "patch", "delete")
 def audit_writes(server: ApiServer, user: str, namespace: str) -> list[AuditedWrite]:
     """Every write ``user`` sent to the LambdaRollouts and Events of ``namespace``, from the audit log."""
     writes = []
-    for line in server.audit_log.read_text().splitlines():
-        event = json.loads(line)
+    for event in audit_events(server, user):
         reference = event.get("objectRef") or {}
         if (
-            (event.get("user") or {}).get("username") != user
-            or event.get("verb") not in _WRITE_VERBS
+            event.get("verb") not in _WRITE_VERBS
             or reference.get("namespace") != namespace
             or reference.get("resource") not in ("lambdarollouts", "events")
         ):
@@ -390,7 +433,7 @@ def audit_writes(server: ApiServer, user: str, namespace: str) -> list[AuditedWr
             resource = f"{resource}/{reference['subresource']}"
         writes.append(
             AuditedWrite(
-                at=datetime.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")),
+                at=_received_at(event),
                 verb=event["verb"],
                 resource=resource,
                 name=reference.get("name", ""),
@@ -398,3 +441,116 @@ def audit_writes(server: ApiServer, user: str, namespace: str) -> list[AuditedWr
             )
         )
     return writes
+
+
+# -- one test's scene ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Scene:
+    """One test's namespace and function on ``server``, the operators it starts there, and moto's
+    record of the alias writes (the fixture ``scene``)."""
+
+    server: ApiServer
+    aws: MotoSandbox
+    namespace: str
+    function: str
+    operators: Callable[..., OperatorProcess]
+    alias_writes: AliasWrites
+    # The operator started last: whose log ``wait_for`` quotes by default when it fails.
+    operator: OperatorProcess | None = None
+
+    def start_operator(
+        self, kubeconfig: Path | None = None, *, in_cluster: bool = False, **options: Any
+    ) -> OperatorProcess:
+        """``lambda-rollouts run`` (``args``: ``--standalone -n NAMESPACE`` unless given) with
+        ``kubeconfig``: by default the certificate user's that deploy/'s ClusterRole is bound to;
+        ``in_cluster``: none, the process finds the API server as a pod does."""
+        if kubeconfig is None and not in_cluster:
+            kubeconfig = self.server.kubeconfig_data(unique("operator"), self.server.pki.client(CERT_USER))
+        options.setdefault("args", ["--standalone", "-n", self.namespace])
+        self.operator = self.operators(kubeconfig, **options)
+        return self.operator
+
+    def manifest(self, name: str, version: str = "2", **options: Any) -> dict[str, Any]:
+        """``rollout_manifest`` in the scene's namespace, of the scene's function."""
+        return rollout_manifest(name, self.namespace, self.function, version, **options)
+
+    def kubectl(self, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+        """kubectl as the admin, in the scene's namespace."""
+        return self.server.kubectl(*args, "-n", self.namespace, **options)
+
+    def apply(
+        self, manifest: Mapping[str, Any] | str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``kubectl apply ARGS -f -`` of a manifest: YAML text as written, anything else as JSON."""
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        return self.server.kubectl("apply", *args, "-f", "-", input=text, check=check)
+
+    def read(self, name: str) -> Body:
+        return get_rollout(self.server, self.namespace, name)
+
+    def wait_for(
+        self,
+        name: str,
+        predicate: Callable[[Body], bool],
+        *,
+        what: str,
+        timeout: float = 60.0,
+        operator: OperatorProcess | None = None,
+    ) -> Body:
+        """``wait_for`` the rollout ``name``; a failure quotes ``operator``'s log (the last started's)."""
+        return wait_for(
+            self.server,
+            self.namespace,
+            name,
+            predicate,
+            what=what,
+            operator=operator or self.operator,
+            timeout=timeout,
+        )
+
+    def reached(self, name: str, predicate: Callable[[Body], bool], **options: Any) -> dict[str, Any]:
+        """``wait_for`` (same options) a state of a rollout that is still there."""
+        body = self.wait_for(name, predicate, **options)
+        assert body is not None, f"{self.namespace}/{name} is gone"
+        return body
+
+    def delete(self, name: str) -> subprocess.CompletedProcess[str]:
+        """``kubectl delete lro NAME``, which waits until the finalizer has let the rollout go."""
+        deleted = self.kubectl("delete", "lro", name, "--timeout=60s")
+        assert self.read(name) is None, f"{self.namespace}/{name} is still there"
+        return deleted
+
+    def alias(self, function: str | None = None) -> tuple[str, dict[str, float]]:
+        """The scene's function's alias (or ``function``'s), as Lambda (moto) serves it."""
+        return alias_of(self.aws.endpoint_url, function or self.function)
+
+    def writes(self, function: str | None = None) -> list[tuple[str, dict[str, float]]]:
+        """Every alias write moto accepted for the scene's function (or ``function``), in order."""
+        return self.alias_writes.of(function or self.function)
+
+
+def run_canary(scene: Scene, *, mid_rollout: Callable[[str], None] | None = None) -> None:
+    """Apply a canary, see every step's status, its Events and the alias promoted; then delete it.
+
+    With ``mid_rollout``, the canary waits at 10% (an indefinite pause) until ``mid_rollout(name)``
+    has promoted it.
+    """
+    name = unique("canary")
+    pause: dict[str, str] = {} if mid_rollout is not None else {"duration": "4s"}
+    steps = [{"setWeight": 10}, {"pause": pause}, {"setWeight": 50}, {"pause": {"duration": "4s"}}]
+    scene.apply(scene.manifest(name, steps=steps))
+    scene.wait_for(name, weight_is(10), what="weight 10 in status")
+    assert scene.alias() == ("1", {"2": 0.1})
+    if mid_rollout is not None:
+        mid_rollout(name)
+    scene.wait_for(name, weight_is(50), what="weight 50 in status")
+    body = scene.reached(name, phase_is("Healthy"), what="Healthy")
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    assert scene.alias() == ("2", {})
+    events = scene.kubectl("events", "--for", f"lambdarollout/{name}", "-o", "json")
+    reasons = [item["reason"] for item in json.loads(events.stdout)["items"]]
+    assert reasons.count("WeightSet") >= 2, reasons
+    assert "Succeeded" in reasons, reasons
+    scene.delete(name)

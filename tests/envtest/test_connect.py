@@ -16,146 +16,41 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session
-
 from .apiserver import ApiServer
-from .harness import (
-    CERT_USER,
-    REGION,
-    OperatorProcess,
-    audit_denials,
-    get_rollout,
-    phase_is,
-    rollout_manifest,
-    unique,
-    wait_for,
-)
+from .harness import CERT_USER, Scene, audit_denials, audit_events, run_canary, unique
 
 SERVICE_ACCOUNT_USER = "system:serviceaccount:lambda-rollouts:lambda-rollouts"
 
 
-def alias_of(aws: MotoSandbox, function: str) -> tuple[str, dict[str, float]]:
-    client = sandbox_session(REGION).client("lambda", region_name=REGION, endpoint_url=aws.endpoint_url)
-    alias = client.get_alias(FunctionName=function, Name="live")
-    return alias["FunctionVersion"], dict(
-        (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-    )
+def test_a_kubeconfig_with_embedded_certificates(scene: Scene) -> None:
+    credential = scene.server.pki.client(CERT_USER)
+    scene.start_operator(scene.server.kubeconfig_data("embedded", credential))
+    run_canary(scene)
+    assert audit_denials(scene.server, CERT_USER) == []
 
 
-def run_canary(
-    server: ApiServer,
-    aws: MotoSandbox,
-    operator: OperatorProcess,
-    namespace: str,
-    function: str,
-    *,
-    mid_rollout: Callable[[str], None] | None = None,
-) -> None:
-    """Apply a canary, see every step's status, its Events and the alias promoted; then delete it.
-
-    With ``mid_rollout``, the canary waits at 10% (an indefinite pause) until ``mid_rollout(name)``
-    has promoted it.
-    """
-    name = unique("canary")
-    pause: dict[str, str] = {} if mid_rollout is not None else {"duration": "4s"}
-    steps = [{"setWeight": 10}, {"pause": pause}, {"setWeight": 50}, {"pause": {"duration": "4s"}}]
-    manifest = rollout_manifest(name, namespace, function, steps=steps)
-    server.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    wait_for(
-        server,
-        namespace,
-        name,
-        lambda body: (body or {}).get("status", {}).get("canaryWeight") == 10,
-        what="weight 10 in status",
-        operator=operator,
-        timeout=60,
-    )
-    assert alias_of(aws, function) == ("1", {"2": 0.1})
-    if mid_rollout is not None:
-        mid_rollout(name)
-    wait_for(
-        server,
-        namespace,
-        name,
-        lambda body: (body or {}).get("status", {}).get("canaryWeight") == 50,
-        what="weight 50 in status",
-        operator=operator,
-        timeout=60,
-    )
-    body = wait_for(
-        server, namespace, name, phase_is("Healthy"), what="Healthy", operator=operator, timeout=60
-    )
-    assert body is not None
-    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
-    assert alias_of(aws, function) == ("2", {})
-    events = server.kubectl("events", "-n", namespace, "--for", f"lambdarollout/{name}", "-o", "json")
-    reasons = [item["reason"] for item in json.loads(events.stdout)["items"]]
-    assert reasons.count("WeightSet") >= 2, reasons
-    assert "Succeeded" in reasons, reasons
-    server.kubectl("delete", "lambdarollout", name, "-n", namespace, "--timeout=60s")
-    assert get_rollout(server, namespace, name) is None
+def test_b_kubeconfig_with_file_paths(scene: Scene) -> None:
+    credential = scene.server.pki.client(CERT_USER)
+    scene.start_operator(scene.server.kubeconfig_paths("paths", credential))
+    run_canary(scene)
+    assert audit_denials(scene.server, CERT_USER) == []
 
 
-def test_a_kubeconfig_with_embedded_certificates(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
-) -> None:
-    credential = deployed.pki.client(CERT_USER)
-    operator = operators(
-        deployed.kubeconfig_data("embedded", credential), args=["--standalone", "-n", namespace]
-    )
-    run_canary(deployed, aws, operator, namespace, function["function_name"])
-    assert audit_denials(deployed, CERT_USER) == []
-
-
-def test_b_kubeconfig_with_file_paths(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
-) -> None:
-    credential = deployed.pki.client(CERT_USER)
-    operator = operators(
-        deployed.kubeconfig_paths("paths", credential), args=["--standalone", "-n", namespace]
-    )
-    run_canary(deployed, aws, operator, namespace, function["function_name"])
-    assert audit_denials(deployed, CERT_USER) == []
-
-
-def test_c_the_service_account_of_deploy_under_rbac_cluster_wide_with_peering(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
-) -> None:
-    token = deployed.service_account_token("lambda-rollouts", "lambda-rollouts")
+def test_c_the_service_account_of_deploy_under_rbac_cluster_wide_with_peering(scene: Scene) -> None:
+    token = scene.server.service_account_token("lambda-rollouts", "lambda-rollouts")
     # As deploy/ runs it: cluster-wide, peering through the ClusterKopfPeering of deploy/.
-    operator = operators(
-        deployed.kubeconfig_token("service-account", token), args=["--peering", "lambda-rollouts"]
-    )
-    run_canary(deployed, aws, operator, namespace, function["function_name"])
-    assert audit_denials(deployed, SERVICE_ACCOUNT_USER) == []
+    kubeconfig = scene.server.kubeconfig_token("service-account", token)
+    scene.start_operator(kubeconfig, args=["--peering", "lambda-rollouts"])
+    run_canary(scene)
+    assert audit_denials(scene.server, SERVICE_ACCOUNT_USER) == []
 
 
-def test_d_an_exec_credential_plugin(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
-    tmp_path: Path,
-) -> None:
-    token = deployed.service_account_token("lambda-rollouts", "lambda-rollouts")
+def test_d_an_exec_credential_plugin(scene: Scene, tmp_path: Path) -> None:
+    token = scene.server.service_account_token("lambda-rollouts", "lambda-rollouts")
     calls = tmp_path / "plugin-calls"
     plugin = tmp_path / "get-token"
     credential = {
@@ -165,21 +60,13 @@ def test_d_an_exec_credential_plugin(
     }
     plugin.write_text(f"#!/bin/sh\necho called >> {calls}\ncat <<'EOF'\n{json.dumps(credential)}\nEOF\n")
     plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
-    kubeconfig = deployed.kubeconfig_exec("exec", str(plugin))
-    operator = operators(kubeconfig, args=["--standalone", "-n", namespace])
-    run_canary(deployed, aws, operator, namespace, function["function_name"])
+    scene.start_operator(scene.server.kubeconfig_exec("exec", str(plugin)))
+    run_canary(scene)
     assert calls.read_text().count("called") >= 1
-    assert audit_denials(deployed, SERVICE_ACCOUNT_USER) == []
+    assert audit_denials(scene.server, SERVICE_ACCOUNT_USER) == []
 
 
-def test_e_in_cluster_with_the_token_rotated_mid_rollout(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
-    tmp_path: Path,
-) -> None:
+def test_e_in_cluster_with_the_token_rotated_mid_rollout(scene: Scene, tmp_path: Path) -> None:
     """The kubelet's projected token, rotated: the files replaced, the old token made invalid.
 
     The operator runs in a mount namespace of its own in which the test's directory is mounted at
@@ -187,6 +74,7 @@ def test_e_in_cluster_with_the_token_rotated_mid_rollout(
     """
     if shutil.which("unshare") is None or os.geteuid() != 0:
         pytest.fail("this test needs unshare(1) and root (a private mount namespace for the operator)")
+    deployed = scene.server
     secrets = tmp_path / "serviceaccount"
     secrets.mkdir()
     first_secret, second_secret = unique("token-a"), unique("token-b")
@@ -209,9 +97,8 @@ def test_e_in_cluster_with_the_token_rotated_mid_rollout(
         f' && mount --bind "$0" {mount_point} && exec "$@"',
         str(secrets),
     ]
-    operator = operators(
-        None,
-        args=["--standalone", "-n", namespace],
+    operator = scene.start_operator(
+        in_cluster=True,
         wrapper=wrapper,
         env={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(deployed.port)},
     )
@@ -229,12 +116,10 @@ def test_e_in_cluster_with_the_token_rotated_mid_rollout(
         deployed.kubectl("delete", "secret", first_secret, "-n", "lambda-rollouts")
         wait_until_refused(deployed, old_token)
         # The operator learns of the action through its open watch, then writes with a dead token.
-        promoted = deployed.kubectl(
-            "lambdarollout", "promote", name, "-n", namespace, "--wait=60s", check=False
-        )
+        promoted = scene.kubectl("lambdarollout", "promote", name, "--wait=60s", check=False)
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr + operator.log()
 
-    run_canary(deployed, aws, operator, namespace, function["function_name"], mid_rollout=rotate_then_promote)
+    run_canary(scene, mid_rollout=rotate_then_promote)
     assert audit_denials(deployed, SERVICE_ACCOUNT_USER) == []
     new_token = (secrets / "token").read_text()
     assert credential_ids(deployed, SERVICE_ACCOUNT_USER) >= {token_id(old_token), token_id(new_token)}
@@ -259,10 +144,8 @@ def token_id(token: str) -> str:
 def credential_ids(server: ApiServer, user: str) -> set[str]:
     """The credentials (token ids) that ``user`` was authenticated with, from the audit log."""
     ids = set()
-    for line in server.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        if (event.get("user") or {}).get("username") == user:
-            ids.update(event["user"].get("extra", {}).get("authentication.kubernetes.io/credential-id", []))
+    for event in audit_events(server, user):
+        ids.update(event["user"].get("extra", {}).get("authentication.kubernetes.io/credential-id", []))
     return ids
 
 

@@ -30,19 +30,15 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from lambda_rollouts.crd import build_crd
 from lambda_rollouts.sandbox.schema import prune_object, validate_object
 
+from ..corpus.manifests import CORPUS, ERROR, FIELD, LEVEL, load, name_of
 from .apiserver import ApiServer
 from .harness import rollout_url, unique
 
 ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT / "tests" / "corpus"
-FIELD = "corpus.lambda.rollouts.dev/field"
-LEVEL = "corpus.lambda.rollouts.dev/level"
-ERROR = "corpus.lambda.rollouts.dev/error"
 DRY_RUN = {"dryRun": "All", "fieldValidation": "Strict"}
 CRD = build_crd()
 # kubectl's words for a refused object (k8s.io/kubectl/pkg/cmd/util, checkErr): one line per object
@@ -56,16 +52,8 @@ CAUSE = re.compile(r"\* (?P<error>.*)")
 CREATED = re.compile(r"lambdarollout\.lambda\.rollouts\.dev/(?P<name>\S+)")
 
 
-def _corpus(name: str) -> list[dict[str, Any]]:
-    return list(yaml.safe_load_all((CORPUS / name).read_text(encoding="utf-8")))
-
-
-GOOD = _corpus("good.yaml")
-BAD = _corpus("bad.yaml")
-
-
-def _name(manifest: dict[str, Any]) -> str:
-    return str(manifest["metadata"]["name"])
+GOOD = load("good.yaml")
+BAD = load("bad.yaml")
 
 
 @dataclass(frozen=True)
@@ -104,7 +92,7 @@ def _post_json(server: ApiServer, url: str, manifests: Sequence[dict[str, Any]])
                 headers={"Content-Type": "application/json"},
                 timeout=30,
             )
-            answers[_name(manifest)] = _json_answer(response)
+            answers[name_of(manifest)] = _json_answer(response)
     return answers
 
 
@@ -187,20 +175,20 @@ def _expected(manifest: dict[str, Any]) -> list[str]:
     return validate_object(CRD, prune_object(CRD, manifest))
 
 
-@pytest.mark.parametrize("manifest", GOOD, ids=_name)
+@pytest.mark.parametrize("manifest", GOOD, ids=name_of)
 def test_good_manifest_is_admitted(
     manifest: dict[str, Any], json_answers: dict[str, Answer], kubectl_answers: dict[str, Answer]
 ) -> None:
-    name = _name(manifest)
+    name = name_of(manifest)
     assert json_answers[name] == Answer(admitted=True), json_answers[name]
     assert kubectl_answers[name] == Answer(admitted=True), kubectl_answers[name]
 
 
-@pytest.mark.parametrize("manifest", BAD, ids=_name)
+@pytest.mark.parametrize("manifest", BAD, ids=name_of)
 def test_bad_manifest_is_refused_as_the_sandbox_refuses_it(
     manifest: dict[str, Any], json_answers: dict[str, Answer], kubectl_answers: dict[str, Answer]
 ) -> None:
-    name = _name(manifest)
+    name = name_of(manifest)
     annotations: dict[str, str] = manifest["metadata"]["annotations"]
     expected = _expected(manifest)
     if annotations.get(LEVEL) == "operator":
@@ -225,7 +213,7 @@ def test_bad_manifest_is_refused_as_the_sandbox_refuses_it(
 def test_every_corpus_manifest_was_answered(
     json_answers: dict[str, Answer], kubectl_answers: dict[str, Answer]
 ) -> None:
-    names = {_name(manifest) for manifest in GOOD + BAD}
+    names = {name_of(manifest) for manifest in GOOD + BAD}
     assert set(json_answers) == names
     assert set(kubectl_answers) == names
 
@@ -261,7 +249,7 @@ def test_kubectl_refusals_are_read_in_both_of_kubectls_forms() -> None:
 
 def test_the_json_client_sends_floats_as_floats() -> None:
     # Else the float cases would prove nothing: kubectl turns 10.0 into 10 on its way.
-    [manifest] = [m for m in GOOD if _name(m) == "canary-weight-written-as-float"]
+    [manifest] = [m for m in GOOD if name_of(m) == "canary-weight-written-as-float"]
     assert '"setWeight": 10.0' in json.dumps(manifest)
 
 

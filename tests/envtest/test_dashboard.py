@@ -8,28 +8,15 @@ move on its own, keeps watching across an API server restart, and its buttons re
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lambda_rollouts.sandbox.aws import MotoSandbox
-
 from ..dashboard_page import Dashboard, Page, chromium
-from .apiserver import TOKENS, ApiServer
-from .harness import (
-    CERT_USER,
-    OperatorProcess,
-    alias_of,
-    audit_writes,
-    env_with_path,
-    rollout_manifest,
-    timed_audit_denials,
-    unique,
-)
+from .apiserver import TOKENS, ApiServer, env_with_path
+from .harness import CERT_USER, Scene, audit_denials, audit_writes, unique
 
 ADMIN = "admin"  # the common name of the admin's client certificate
 
@@ -40,16 +27,10 @@ def dashboard_env(kubeconfig: Path, workdir: Path) -> dict[str, str]:
 
 @pytest.mark.timeout(300)
 def test_the_page_follows_a_rollout_across_an_api_server_restart_and_its_buttons_reach_the_operator(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    scene: Scene, tmp_path: Path
 ) -> None:
-    fn = function["function_name"]
-    operator_kubeconfig = deployed.kubeconfig_data(unique("operator"), deployed.pki.client(CERT_USER))
-    operators(operator_kubeconfig, args=["--standalone", "-n", namespace])
+    deployed, namespace = scene.server, scene.namespace
+    scene.start_operator()
     name = unique("checkout")
     # On its own from 10% to 50%, then held there until promoted.
     steps: list[dict[str, Any]] = [
@@ -66,8 +47,7 @@ def test_the_page_follows_a_rollout_across_an_api_server_restart_and_its_buttons
                 lambda: page.text("#empty") == f"No LambdaRollouts in namespace {namespace}.", what="none"
             )
 
-            manifest = rollout_manifest(name, namespace, fn, steps=steps)
-            deployed.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+            scene.apply(scene.manifest(name, steps=steps))
             at_10 = page.card_until(namespace, name, lambda card: card["weight"] == "10", what="weight 10")
             assert at_10["current"] == ["now2. pause 5s"]
             at_50 = page.card_until(
@@ -81,7 +61,7 @@ def test_the_page_follows_a_rollout_across_an_api_server_restart_and_its_buttons
             assert at_50["chartPoints"] > at_10["chartPoints"]
             assert at_50["chartPath"] != at_10["chartPath"]
             assert {"Progressing", "WeightSet", "StepCompleted", "PausedByStep"} <= set(at_50["events"])
-            assert alias_of(aws.endpoint_url, fn) == ("1", {"2": 0.5})
+            assert scene.alias() == ("1", {"2": 0.5})
 
             # The API server goes away: the page says so, and the dashboard watches again once it is back.
             stopped_at = datetime.now(UTC)
@@ -101,10 +81,10 @@ def test_the_page_follows_a_rollout_across_an_api_server_restart_and_its_buttons
             assert done["weight"] == "100"
             assert done["lastAction"].startswith("Last action: promote (id dashboard-")
             page.card_until(namespace, name, lambda card: "Succeeded" in card["events"], what="Succeeded")
-        assert alias_of(aws.endpoint_url, fn) == ("2", {})
+        assert scene.alias() == ("2", {})
     finally:
         assert dashboard.stop() == 0
-        deployed.kubectl("delete", "lro", name, "-n", namespace, "--timeout=60s", "--ignore-not-found")
+        scene.kubectl("delete", "lro", name, "--timeout=60s", "--ignore-not-found")
 
     # The actions were the admin's own requests: one patch of the rollout per button pressed.
     patches = [write for write in audit_writes(deployed, ADMIN, namespace) if write.verb == "patch"]
@@ -113,8 +93,7 @@ def test_the_page_follows_a_rollout_across_an_api_server_restart_and_its_buttons
     ] * 3
     # Refused only while the restarted server's authorizer had not read the RBAC objects yet.
     for user in (ADMIN, CERT_USER):
-        refused = timed_audit_denials(deployed, user)
-        assert [request for at, request in refused if not stopped_at < at < ready_at] == [], (user, refused)
+        assert audit_denials(deployed, user, except_between=(stopped_at, ready_at)) == [], user
 
 
 def test_a_user_the_cluster_refuses_is_told_so(deployed: ApiServer, namespace: str) -> None:

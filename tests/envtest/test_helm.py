@@ -28,10 +28,11 @@ import requests
 import yaml
 
 from lambda_rollouts.model import ConditionType, Phase, Reason
-from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session, seed_demo_function
+from lambda_rollouts.sandbox.aws import MotoSandbox, seed_demo_function
 
+from ..gobuild import go_program
 from .apiserver import ApiServer, assets_dir, clean_environment, free_port
-from .harness import OperatorProcess, audit_denials, phase_is, rollout_manifest, unique, wait_for
+from .harness import OperatorProcess, alias_of, audit_denials, phase_is, rollout_manifest, unique, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "lambda-rollouts"
@@ -48,16 +49,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    built = subprocess.run(
-        [str(ROOT / "tools" / "gobuild.sh"), "helm"],
-        capture_output=True,
-        text=True,
-        timeout=1100,
-        check=False,
-    )
-    if built.returncode != 0:
-        pytest.fail(f"tools/gobuild.sh helm exited {built.returncode}:\n{built.stderr[-3000:]}")
-    return built.stdout.strip().splitlines()[-1]
+    return str(go_program("helm", timeout=1100))
 
 
 @pytest.fixture(scope="module")
@@ -139,16 +131,6 @@ def wait_for_http(url: str, timeout: float = 60.0) -> requests.Response:
                 last = str(exc)
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer 200 within {timeout}s: {last}")
-
-
-def alias_of(aws: MotoSandbox, function: str) -> tuple[str, dict[str, float]]:
-    client = sandbox_session(CHART_REGION).client(
-        "lambda", region_name=CHART_REGION, endpoint_url=aws.endpoint_url
-    )
-    alias = client.get_alias(FunctionName=function, Name="live")
-    return alias["FunctionVersion"], dict(
-        (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-    )
 
 
 def manifest_objects(helm: Helm) -> list[dict[str, Any]]:
@@ -251,7 +233,7 @@ def run_canary_as_the_chart_runs_the_operator(
         )
         assert body is not None
         assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
-        assert alias_of(aws, function) == ("2", {})
+        assert alias_of(aws.endpoint_url, function, region=CHART_REGION) == ("2", {})
 
         # The tenancy ConfigMap was read: this namespace may not target other functions.
         forbidden = unique("forbidden")

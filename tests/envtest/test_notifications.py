@@ -12,23 +12,11 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
 
-from lambda_rollouts.sandbox.aws import MotoSandbox
 from lambda_rollouts.testing.receivers import Receiver
 
 from .apiserver import ApiServer
-from .harness import (
-    CERT_USER,
-    AliasWrites,
-    OperatorProcess,
-    alias_of,
-    audit_denials,
-    get_rollout,
-    unique,
-    wait_for,
-    wait_until,
-)
+from .harness import CERT_USER, Scene, audit_denials, audit_events, unique, wait_until, weight_is
 
 SIGNING_KEY = "s1gning-k3y-0f-the-team"
 TOKEN = "T0000/B0000/XXXXSECRETTOKENXXXX"
@@ -62,24 +50,17 @@ spec:
 def secret_gets(server: ApiServer, user: str, namespace: str) -> list[tuple[str, str]]:
     """(verb, name) of every request ``user`` made for the Secrets of ``namespace``."""
     requests = []
-    for line in server.audit_log.read_text().splitlines():
-        event = json.loads(line)
+    for event in audit_events(server, user):
         reference = event.get("objectRef") or {}
-        mine = (event.get("user") or {}).get("username") == user
-        if mine and (reference.get("resource"), reference.get("namespace")) == ("secrets", namespace):
+        if (reference.get("resource"), reference.get("namespace")) == ("secrets", namespace):
             requests.append((event["verb"], reference.get("name", "")))
     return requests
 
 
 def test_a_rollback_is_notified_to_a_signed_webhook_slack_and_a_default_teams_subscription(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    alias_writes: AliasWrites,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
+    scene: Scene,
 ) -> None:
-    fn = function["function_name"]
+    fn, namespace = scene.function, scene.namespace
     with Receiver().in_thread() as receiver:
         secrets = {
             "hook-signing": f"--from-literal=key={SIGNING_KEY}",
@@ -87,7 +68,7 @@ def test_a_rollback_is_notified_to_a_signed_webhook_slack_and_a_default_teams_su
             "platform-teams": f"--from-literal=url={receiver.url('/' + TEAMS_TOKEN)}",
         }
         for name, literal in secrets.items():
-            deployed.kubectl("create", "secret", "generic", name, literal, "-n", namespace)
+            scene.kubectl("create", "secret", "generic", name, literal)
         default = [
             {
                 "events": ["Aborted"],
@@ -96,10 +77,7 @@ def test_a_rollback_is_notified_to_a_signed_webhook_slack_and_a_default_teams_su
                 },
             }
         ]
-        kubeconfig = deployed.kubeconfig_data(unique("operator"), deployed.pki.client(CERT_USER))
-        operator = operators(
-            kubeconfig,
-            args=["--standalone", "-n", namespace],
+        operator = scene.start_operator(
             env={
                 "LAMBDA_ROLLOUTS_HOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
                 "LAMBDA_ROLLOUTS_NOTIFICATIONS": json.dumps(default),
@@ -109,36 +87,23 @@ def test_a_rollback_is_notified_to_a_signed_webhook_slack_and_a_default_teams_su
         manifest = MANIFEST.format(
             name=name, namespace=namespace, function=fn, webhook=receiver.url("/hooks")
         )
-        deployed.kubectl("apply", "-f", "-", input=manifest)
-        wait_for(
-            deployed,
-            namespace,
-            name,
-            lambda body: (body or {}).get("status", {}).get("canaryWeight") == 20,
-            what="20% in status",
-            operator=operator,
-        )
+        scene.apply(manifest)
+        scene.wait_for(name, weight_is(20), what="20% in status")
         assert receiver.requests == []  # nothing subscribed yet
 
-        deployed.kubectl(
-            "annotate", "lambdarollout", name, "-n", namespace, "lambda.rollouts.dev/action=abort"
-        )
+        scene.kubectl("annotate", "lambdarollout", name, "lambda.rollouts.dev/action=abort")
         wait_until(lambda: len(receiver.delivered) == 3, timeout=60, what="three deliveries")
-        body = wait_for(
-            deployed,
-            namespace,
+        scene.reached(
             name,
             lambda body: body is not None and "pendingNotifications" not in (body.get("status") or {}),
             what="the notifications cleared from status",
-            operator=operator,
         )
-        assert body is not None
         time.sleep(3)  # time for anything sent twice to arrive
         by_path = {received.path: received for received in receiver.requests}
         assert len(receiver.requests) == 3, [received.path for received in receiver.requests]
 
-    assert alias_of(aws.endpoint_url, fn) == ("1", {})
-    assert alias_writes.of(fn) == [("1", {"2": 0.2}), ("1", {})]
+    assert scene.alias() == ("1", {})
+    assert scene.writes() == [("1", {"2": 0.2}), ("1", {})]
     hook, slack, teams = by_path["/hooks"], by_path[f"/services/{TOKEN}"], by_path[f"/{TEAMS_TOKEN}"]
     ids = {received.headers["X-Lambda-Rollouts-Id"] for received in (hook, slack, teams)}
     assert len(ids) == 1  # one Event, one notification, three subscriptions
@@ -168,14 +133,14 @@ def test_a_rollback_is_notified_to_a_signed_webhook_slack_and_a_default_teams_su
     assert json.loads(teams.body)["attachments"][0]["content"]["type"] == "AdaptiveCard"
 
     # Under deploy/'s ClusterRole: nothing refused; Secrets read one by one, never listed or watched.
-    assert audit_denials(deployed, CERT_USER) == []
-    gets = secret_gets(deployed, CERT_USER, namespace)
+    assert audit_denials(scene.server, CERT_USER) == []
+    gets = secret_gets(scene.server, CERT_USER, namespace)
     assert {verb for verb, _ in gets} == {"get"}
     assert {secret for _, secret in gets} == {"hook-signing", "chat", "platform-teams"}
 
     # No secret in the status, the Events or the operator's log.
-    events = deployed.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
-    shown = json.dumps(get_rollout(deployed, namespace, name)) + events + operator.log(100000)
+    events = scene.kubectl("get", "events", "-o", "json").stdout
+    shown = json.dumps(scene.read(name)) + events + operator.log(100000)
     for secret in (SIGNING_KEY, "SECRETTOKEN", "TEAMSSECRET"):
         assert secret not in shown
-    deployed.kubectl("delete", "lambdarollout", name, "-n", namespace, "--timeout=60s")
+    scene.delete(name)

@@ -11,8 +11,7 @@ rollout from where it stood: every planned weight written once, in order, counte
 from __future__ import annotations
 
 import datetime
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,21 +22,17 @@ from lambda_rollouts.peering import (
     PEERING_GROUP,
     PEERING_VERSION,
 )
-from lambda_rollouts.sandbox.aws import MotoSandbox
 
 from .apiserver import ApiServer
 from .harness import (
-    AliasWrites,
     OperatorProcess,
-    alias_of,
+    Scene,
     audit_denials,
     audit_writes,
-    get_rollout,
     phase_is,
-    rollout_manifest,
     unique,
-    wait_for,
     wait_until,
+    weight_is,
 )
 
 # The shortest lifetime the operator accepts: how long a killed replica blocks the other.
@@ -69,12 +64,9 @@ def peers(server: ApiServer) -> dict[str, Any]:
     return status
 
 
-def start_replica(
-    server: ApiServer, operators: Callable[..., OperatorProcess], user: str, priority: int
-) -> OperatorProcess:
-    kubeconfig = server.kubeconfig_data(user, server.pki.client(user))
-    return operators(
-        kubeconfig,
+def start_replica(scene: Scene, user: str, priority: int) -> OperatorProcess:
+    return scene.start_operator(
+        scene.server.kubeconfig_data(user, scene.server.pki.client(user)),
         # As deploy/'s Deployment runs it: cluster-wide, peering, the pod's name as Kopf's identity.
         args=["--peering", "lambda-rollouts", "--priority", str(priority)],
         env={"POD_ID": user, "LAMBDA_ROLLOUTS_PEERING_LIFETIME_SECONDS": str(LIFETIME_SECONDS)},
@@ -87,20 +79,15 @@ def _logged(process: OperatorProcess, text: str) -> bool:
 
 @pytest.mark.timeout(180)
 def test_two_replicas_only_the_highest_priority_writes_and_the_other_takes_over_when_it_is_killed(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    alias_writes: AliasWrites,
-    namespace: str,
-    function: dict[str, str],
-    # Before ``operators``: the replicas stop before their users lose their bindings (a replica
-    # refused its last requests would spend its grace period retrying them).
+    # Before ``scene`` (and its operators): the replicas stop before their users lose their
+    # bindings (a replica refused its last requests would spend its grace period retrying them).
     replica_users: tuple[str, str],
-    operators: Callable[..., OperatorProcess],
+    scene: Scene,
 ) -> None:
-    fn = function["function_name"]
+    deployed, namespace = scene.server, scene.namespace
     active_user, standby_user = replica_users
-    standby = start_replica(deployed, operators, standby_user, priority=100)
-    active = start_replica(deployed, operators, active_user, priority=200)
+    standby = start_replica(scene, standby_user, priority=100)
+    active = start_replica(scene, active_user, priority=200)
     wait_until(
         lambda: {active_user, standby_user} <= set(peers(deployed)), timeout=60, what="both replicas peering"
     )
@@ -124,25 +111,15 @@ def test_two_replicas_only_the_highest_priority_writes_and_the_other_takes_over_
         {"setWeight": 60},
         {"pause": {"duration": "2s"}},
     ]
-    deployed.kubectl("apply", "-f", "-", input=json.dumps(rollout_manifest(name, namespace, fn, steps=steps)))
-    wait_for(
-        deployed,
-        namespace,
-        name,
-        lambda body: (body or {}).get("status", {}).get("canaryWeight") == 10,
-        what="10% in status",
-        operator=active,
-    )
-    assert alias_writes.of(fn) == [("1", {"2": 0.1})]
+    scene.apply(scene.manifest(name, steps=steps))
+    scene.wait_for(name, weight_is(10), what="10% in status", operator=active)
+    assert scene.writes() == [("1", {"2": 0.1})]
     active.kill()
     killed_at = datetime.datetime.now(datetime.UTC)
 
-    body = wait_for(
-        deployed, namespace, name, phase_is("Healthy"), what="Healthy", operator=standby, timeout=90
-    )
-    assert body is not None
-    assert alias_writes.of(fn) == [("1", {"2": 0.1}), ("1", {"2": 0.3}), ("1", {"2": 0.6}), ("2", {})]
-    assert alias_of(aws.endpoint_url, fn) == ("2", {})
+    body = scene.reached(name, phase_is("Healthy"), what="Healthy", timeout=90, operator=standby)
+    assert scene.writes() == [("1", {"2": 0.1}), ("1", {"2": 0.3}), ("1", {"2": 0.6}), ("2", {})]
+    assert scene.alias() == ("2", {})
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     assert _logged(standby, "Resuming operations after the pause")
 
@@ -165,7 +142,6 @@ def test_two_replicas_only_the_highest_priority_writes_and_the_other_takes_over_
     print(f"the standby's first write came {(first - killed_at).total_seconds():.1f}s after the kill")
     assert all(write.code < 400 for write in by_active + by_standby), by_active + by_standby
 
-    deployed.kubectl("delete", "lro", name, "-n", namespace, "--timeout=60s")
-    assert get_rollout(deployed, namespace, name) is None
+    scene.delete(name)
     assert audit_denials(deployed, active_user) == []
     assert audit_denials(deployed, standby_user) == []

@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,9 @@ import requests
 import yaml
 
 from lambda_rollouts.peering import DEFAULT_PEERING_NAME
-from lambda_rollouts.sandbox.aws import MotoSandbox, sandbox_session
 
 from .apiserver import ApiServer, free_port
-from .harness import (
-    REGION,
-    OperatorProcess,
-    audit_denials,
-    get_rollout,
-    phase_is,
-    rollout_manifest,
-    unique,
-    wait_for,
-)
+from .harness import OperatorProcess, Scene, audit_denials, phase_is, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_ACCOUNT_USER = "system:serviceaccount:lambda-rollouts:lambda-rollouts"
@@ -48,16 +37,14 @@ def without_peering_object(deployed: ApiServer) -> Iterator[ApiServer]:
 
 
 @pytest.fixture
+def scene_server(without_peering_object: ApiServer) -> ApiServer:
+    return without_peering_object
+
+
+@pytest.fixture
 def service_account(without_peering_object: ApiServer) -> Path:
     token = without_peering_object.service_account_token("lambda-rollouts", "lambda-rollouts")
     return without_peering_object.kubeconfig_token(unique("service-account"), token)
-
-
-def alias_of(aws: MotoSandbox, function: str) -> tuple[str, dict[str, float]]:
-    client = sandbox_session(REGION).client("lambda", region_name=REGION, endpoint_url=aws.endpoint_url)
-    alias = client.get_alias(FunctionName=function, Name="live")
-    routing = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-    return alias["FunctionVersion"], dict(routing)
 
 
 def probe(url: str) -> tuple[int, Any]:
@@ -93,54 +80,38 @@ def deployment_args(liveness: str) -> list[str]:
 
 
 def test_without_peering_options_or_object_the_operator_acts_standalone(
-    without_peering_object: ApiServer,
-    service_account: Path,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
+    service_account: Path, scene: Scene
 ) -> None:
-    server = without_peering_object
-    operator = operators(service_account, args=["-n", namespace])
+    operator = scene.start_operator(service_account, args=["-n", scene.namespace])
     name = unique("canary")
-    server.kubectl(
-        "apply", "-f", "-", input=json.dumps(rollout_manifest(name, namespace, function["function_name"]))
-    )
-    wait_for(server, namespace, name, phase_is("Healthy"), what="Healthy", operator=operator, timeout=90)
-    assert alias_of(aws, function["function_name"]) == ("2", {})
+    scene.apply(scene.manifest(name))
+    scene.wait_for(name, phase_is("Healthy"), what="Healthy", timeout=90)
+    assert scene.alias() == ("2", {})
     warnings = [
         line for line in operator.log(400).splitlines() if "WARNING" in line and "acting standalone" in line
     ]
     assert len(warnings) == 1, operator.log()
     assert f"ClusterKopfPeering {DEFAULT_PEERING_NAME!r} not found: acting standalone" in warnings[0]
-    server.kubectl("delete", "lambdarollout", name, "-n", namespace, "--timeout=60s")
-    assert audit_denials(server, SERVICE_ACCOUNT_USER) == []
+    scene.delete(name)
+    assert audit_denials(scene.server, SERVICE_ACCOUNT_USER) == []
 
 
 def test_the_deployments_named_peering_without_its_object_fails_the_probe_and_acts_not(
-    without_peering_object: ApiServer,
-    service_account: Path,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
+    service_account: Path, scene: Scene
 ) -> None:
-    server = without_peering_object
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
     args = deployment_args(liveness)
     assert args[args.index("--peering") + 1] == DEFAULT_PEERING_NAME
-    operator = operators(service_account, args=[*args, "-n", namespace])
+    operator = scene.start_operator(service_account, args=[*args, "-n", scene.namespace])
     name = unique("canary")
-    server.kubectl(
-        "apply", "-f", "-", input=json.dumps(rollout_manifest(name, namespace, function["function_name"]))
-    )
+    scene.apply(scene.manifest(name))
 
     wait_for_probe(liveness, 500, operator)
     # Still nothing done some seconds later: no status, the alias as it was.
     time.sleep(5)
     assert probe(liveness)[0] == 500
-    assert ((get_rollout(server, namespace, name) or {}).get("status") or {}).get("phase") is None
-    assert alias_of(aws, function["function_name"]) == ("1", {})
+    assert ((scene.read(name) or {}).get("status") or {}).get("phase") is None
+    assert scene.alias() == ("1", {})
     log = operator.log(400)
     errors = [line for line in log.splitlines() if "ERROR" in line]
     assert len(errors) == 1, log
@@ -148,12 +119,12 @@ def test_the_deployments_named_peering_without_its_object_fails_the_probe_and_ac
     assert "Traceback" not in log
 
     # The object applied (as `kubectl apply -k deploy/` does): the probe passes, the rollout goes on.
-    server.kubectl("apply", "-k", str(ROOT / "deploy"))
+    scene.server.kubectl("apply", "-k", str(ROOT / "deploy"))
     body = wait_for_probe(liveness, 200, operator)
     assert body == {"peering": f"ClusterKopfPeering {DEFAULT_PEERING_NAME}"}
-    wait_for(server, namespace, name, phase_is("Healthy"), what="Healthy", operator=operator, timeout=90)
-    assert alias_of(aws, function["function_name"]) == ("2", {})
-    server.kubectl("delete", "lambdarollout", name, "-n", namespace, "--timeout=60s")
-    server.kubectl("delete", "clusterkopfpeering", DEFAULT_PEERING_NAME)
-    assert audit_denials(server, SERVICE_ACCOUNT_USER) == []
+    scene.wait_for(name, phase_is("Healthy"), what="Healthy", timeout=90)
+    assert scene.alias() == ("2", {})
+    scene.delete(name)
+    scene.server.kubectl("delete", "clusterkopfpeering", DEFAULT_PEERING_NAME)
+    assert audit_denials(scene.server, SERVICE_ACCOUNT_USER) == []
     assert "Traceback" not in operator.log(1000)

@@ -8,17 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lambda_rollouts.sandbox.aws import MotoSandbox
-
-from .apiserver import ApiServer
-from .harness import CERT_USER, OperatorProcess
-from .test_connect import run_canary
+from .harness import CERT_USER, Scene, run_canary
 
 
 class ConnectProxy:
@@ -41,10 +37,17 @@ class ConnectProxy:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            # The tunnels still open end here, in their running loop: left to the garbage collector,
+            # they would close their sockets through a loop that is closed by then.
+            tunnels = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tunnels:
+                task.cancel()
+            await asyncio.gather(*tunnels, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
 
     @property
     def url(self) -> str:
@@ -92,36 +95,23 @@ def proxy() -> Iterator[ConnectProxy]:
         running.stop()
 
 
-def test_the_https_proxy_variable_carries_every_api_request(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
-    proxy: ConnectProxy,
-) -> None:
-    kubeconfig = deployed.kubeconfig_data("through-proxy", deployed.pki.client(CERT_USER))
-    operator = operators(kubeconfig, args=["--standalone", "-n", namespace], env={"HTTPS_PROXY": proxy.url})
-    run_canary(deployed, aws, operator, namespace, function["function_name"])
-    api = f"127.0.0.1:{deployed.port}"
+def test_the_https_proxy_variable_carries_every_api_request(scene: Scene, proxy: ConnectProxy) -> None:
+    kubeconfig = scene.server.kubeconfig_data("through-proxy", scene.server.pki.client(CERT_USER))
+    scene.start_operator(kubeconfig, env={"HTTPS_PROXY": proxy.url})
+    run_canary(scene)
+    api = f"127.0.0.1:{scene.server.port}"
     assert proxy.tunnels, "no request went through the proxy"
     assert set(proxy.tunnels) == {api}
 
 
 def test_a_kubeconfig_proxy_url_carries_every_api_request(
-    deployed: ApiServer,
-    aws: MotoSandbox,
-    namespace: str,
-    function: dict[str, str],
-    operators: Callable[..., OperatorProcess],
-    proxy: ConnectProxy,
-    tmp_path: Path,
+    scene: Scene, proxy: ConnectProxy, tmp_path: Path
 ) -> None:
-    written = deployed.kubeconfig_data("proxy-url", deployed.pki.client(CERT_USER))
+    written = scene.server.kubeconfig_data("proxy-url", scene.server.pki.client(CERT_USER))
     config = yaml.safe_load(written.read_text())
     config["clusters"][0]["cluster"]["proxy-url"] = proxy.url
     kubeconfig = tmp_path / "kubeconfig.yaml"
     kubeconfig.write_text(yaml.safe_dump(config))
-    operator = operators(kubeconfig, args=["--standalone", "-n", namespace])
-    run_canary(deployed, aws, operator, namespace, function["function_name"])
-    assert set(proxy.tunnels) == {f"127.0.0.1:{deployed.port}"}
+    scene.start_operator(kubeconfig)
+    run_canary(scene)
+    assert set(proxy.tunnels) == {f"127.0.0.1:{scene.server.port}"}

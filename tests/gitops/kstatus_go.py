@@ -23,8 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-ROOT = Path(__file__).resolve().parents[2]
-GOBUILD = ROOT / "tools" / "gobuild.sh"
+from ..gobuild import GoBuildError, go_program
 
 CURRENT: Final = "Current"
 IN_PROGRESS: Final = "InProgress"
@@ -49,21 +48,9 @@ class Verdict(NamedTuple):
 @functools.cache
 def kstatus_binary() -> Path:
     try:
-        built = subprocess.run(
-            ["bash", str(GOBUILD), "kstatus"],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KstatusError(f"tools/gobuild.sh kstatus did not run: {exc}") from exc
-    if built.returncode != 0:
-        raise KstatusError(f"tools/gobuild.sh kstatus exited {built.returncode}:\n{built.stderr[-4000:]}")
-    path = Path(built.stdout.strip().splitlines()[-1])
-    if not path.is_file():
-        raise KstatusError(f"tools/gobuild.sh kstatus printed {path}, which is no file")
-    return path
+        return go_program("kstatus", BUILD_TIMEOUT_SECONDS)
+    except GoBuildError as exc:
+        raise KstatusError(str(exc)) from exc
 
 
 def judge(objects: Sequence[Mapping[str, Any]]) -> list[Verdict]:

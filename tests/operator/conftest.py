@@ -189,6 +189,17 @@ async def api(kube: EmulatorHandle) -> AsyncIterator[Api]:
         yield Api(session)
 
 
+def operator_task(wiring: Wiring, **options: Any) -> asyncio.Task[Any]:
+    """The real Kopf operator over ``wiring``, cluster-wide, as a task of the running loop;
+    ``options`` are ``kopf.operator``'s (``standalone``, ``liveness_endpoint``...)."""
+    settings = kopf.OperatorSettings()
+    # Kopf SIGKILLs a cancelled operator after this long; fast-forwarded time would get there.
+    settings.process.ultimate_exiting_timeout = None
+    return asyncio.create_task(
+        kopf.operator(registry=build_registry(wiring), settings=settings, clusterwide=True, **options)
+    )
+
+
 class OperatorRunner:
     """Starts and stops the real Kopf operator in the test's loop, as often as a test needs."""
 
@@ -218,17 +229,7 @@ class OperatorRunner:
             clock_factory=lambda: self.clock,
             connection=kopf.ConnectionInfo(server=self.kube.url),
         )
-        operator_settings = kopf.OperatorSettings()
-        # Kopf SIGKILLs a cancelled operator after this long; fast-forwarded time would get there.
-        operator_settings.process.ultimate_exiting_timeout = None
-        self.task = asyncio.create_task(
-            kopf.operator(
-                registry=build_registry(wiring),
-                settings=operator_settings,
-                clusterwide=True,
-                standalone=True,
-            )
-        )
+        self.task = operator_task(wiring, standalone=True)
         await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
@@ -240,14 +241,20 @@ class OperatorRunner:
             self.task = None
 
 
+def operator_settings(**overrides: Any) -> Settings:
+    """The tier's settings (slow drift checks, quick retries), with ``overrides``."""
+    base: dict[str, Any] = {
+        "default_region": "us-east-1",
+        "drift_check_interval_seconds": 300,
+        "retry_initial_delay_seconds": 5,
+        "retry_max_delay_seconds": 60,
+    }
+    return Settings(**(base | overrides))
+
+
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(
-        default_region="us-east-1",
-        drift_check_interval_seconds=300,
-        retry_initial_delay_seconds=5,
-        retry_max_delay_seconds=60,
-    )
+    return operator_settings()
 
 
 @pytest.fixture

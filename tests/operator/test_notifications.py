@@ -20,7 +20,7 @@ from lambda_rollouts.model import ACTION_ANNOTATION
 from lambda_rollouts.settings import Settings
 from lambda_rollouts.testing.receivers import Answer, Receiver
 
-from .conftest import Api, OperatorRunner, TimedRouter, eventually, rollout
+from .conftest import Api, OperatorRunner, TimedRouter, eventually, operator_settings, rollout
 
 pytestmark = pytest.mark.looptime
 
@@ -29,11 +29,7 @@ TOKEN = "T0000/B0000/XXXXSECRETTOKENXXXX"
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(
-        default_region="us-east-1",
-        drift_check_interval_seconds=300,
-        retry_initial_delay_seconds=5,
-        retry_max_delay_seconds=60,
+    return operator_settings(
         # The receivers are on loopback, next to the operator.
         hook_allowed_networks=["127.0.0.0/8"],
         notifications_max_attempts=20,

@@ -61,7 +61,7 @@ from lambda_rollouts.sandbox.kube import CRD_RESOURCE, EmulatorHandle, run_kuber
 from lambda_rollouts.settings import Settings
 from lambda_rollouts.testing.fake_lambda import FakeLambda
 
-from .conftest import Api, eventually, rollout
+from .conftest import Api, eventually, operator_task, rollout
 
 PEERING_URL = f"/apis/{PEERING_GROUP}/{PEERING_VERSION}/{CLUSTER_PEERING_PLURAL}/{DEFAULT_PEERING_NAME}"
 LIFETIME = 20
@@ -632,16 +632,7 @@ class Solo:
             backends_factory=lambda _: Backends(router=self.fake),
             connection=kopf.ConnectionInfo(server=self.kube.url),
         )
-        operator_settings = kopf.OperatorSettings()
-        operator_settings.process.ultimate_exiting_timeout = None
-        self.task = asyncio.create_task(
-            kopf.operator(
-                registry=build_registry(wiring),
-                settings=operator_settings,
-                clusterwide=True,
-                liveness_endpoint=self.liveness,
-            )
-        )
+        self.task = operator_task(wiring, liveness_endpoint=self.liveness)
         return self
 
     async def __aexit__(self, *_: object) -> None:

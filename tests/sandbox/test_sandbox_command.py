@@ -4,78 +4,21 @@ prints rolls that version out."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pathlib
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
+from tests.sandbox.sandbox_command import BIN, EXPORTED, Running, started
 
 from lambda_rollouts import cli
 from lambda_rollouts.sandbox.runtime import DEFAULT_TRAFFIC_PER_SECOND
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(sys.executable).parent
-# What a newcomer's shell would not have set before exporting the sandbox's variables.
-UNSET = ("KUBECONFIG", "AWS_")
-
-
-@dataclass
-class Running:
-    workdir: pathlib.Path
-    printed: list[str]
-    exports: dict[str, str]
-
-    def run(self, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            command, cwd=self.workdir, env=env, capture_output=True, text=True, timeout=90, check=False
-        )
-
-    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**clean_environment(), "KUBECONFIG": self.exports["KUBECONFIG"]}
-        return self.run(str(BIN / "kubectl"), *args, env=env)
-
-
-def clean_environment() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith(UNSET)}
-
-
-@contextlib.contextmanager
-def started(workdir: pathlib.Path) -> Iterator[Running]:
-    """``lambda-rollouts sandbox`` running in ``workdir`` until the block ends (then Ctrl-C)."""
-    process = subprocess.Popen(
-        [str(BIN / "lambda-rollouts"), "sandbox"],
-        cwd=workdir,
-        env=clean_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        printed = []
-        for line in process.stdout:
-            printed.append(line.rstrip("\n"))
-            if line.startswith("Press Ctrl-C"):
-                break
-        exports = dict(
-            shlex.split(line.removeprefix("export "))[0].split("=", 1)
-            for line in printed
-            if line.startswith("export ")
-        )
-        yield Running(workdir, printed, exports)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) is not None
-    finally:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture
@@ -85,24 +28,14 @@ def sandbox(tmp_path: pathlib.Path) -> Iterator[Running]:
 
 
 def test_the_printed_exports_are_all_the_aws_sdk_needs(sandbox: Running) -> None:
-    assert list(sandbox.exports) == [
-        "KUBECONFIG",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_ENDPOINT_URL",
-    ]
+    assert list(sandbox.exports) == EXPORTED
     assert sandbox.exports["AWS_REGION"] == "us-east-1"
     # `aws lambda get-alias --function-name checkout-api --name live`, with boto3 and nothing but
     # the printed variables in its environment.
-    script = (
-        "import boto3, json\n"
-        "client = boto3.client('lambda')\n"
+    answer = sandbox.with_lambda_client(
         "alias = client.get_alias(FunctionName='checkout-api', Name='live')\n"
         "print(json.dumps([alias['Name'], alias['FunctionVersion'], client.meta.endpoint_url]))\n"
     )
-    answer = sandbox.run(sys.executable, "-c", script, env=sandbox.exports)
     assert answer.returncode == 0, answer.stderr
     assert json.loads(answer.stdout) == ["live", "1", sandbox.exports["AWS_ENDPOINT_URL"]]
     # The same lines, for `source .sandbox/env`.
@@ -143,13 +76,10 @@ def test_publish_ships_a_new_version_that_the_printed_patch_rolls_out(sandbox: R
         "Published checkout-api version 4, failing 50% of its invocations. Roll it out with:"
     )
     # Version 4's code fails every other invocation.
-    script = (
-        "import boto3\n"
-        "client = boto3.client('lambda')\n"
+    answer = sandbox.with_lambda_client(
         "print(' '.join(client.invoke(FunctionName='checkout-api', Qualifier='4').get('FunctionError', '-')"
         " for _ in range(4)))\n"
     )
-    answer = sandbox.run(sys.executable, "-c", script, env=sandbox.exports)
     assert answer.stdout.split() == ["-", "Unhandled", "-", "Unhandled"], answer.stderr
 
 

@@ -59,6 +59,16 @@ def invoke(
     )
 
 
+def split_live(client: LambdaClient, weights: dict[str, float]) -> None:
+    """Alias ``live`` of checkout-api: version 1, plus ``weights``."""
+    client.update_alias(
+        FunctionName="checkout-api",
+        Name="live",
+        FunctionVersion="1",
+        RoutingConfig={"AdditionalVersionWeights": weights},
+    )
+
+
 def test_the_qualifier_picks_the_code_that_runs(client: LambdaClient) -> None:
     # Versions 1 and 2 are releases 1 and 2; $LATEST holds release 2's code; alias live is on 1.
     assert invoke(client, "checkout-api", Qualifier="1") == (None, "1", {"release": 1})
@@ -72,12 +82,7 @@ def test_the_qualifier_picks_the_code_that_runs(client: LambdaClient) -> None:
 
 
 def test_a_weighted_alias_sends_each_invocation_to_one_of_its_versions(client: LambdaClient) -> None:
-    client.update_alias(
-        FunctionName="checkout-api",
-        Name="live",
-        FunctionVersion="1",
-        RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}},
-    )
+    split_live(client, {"2": 0.5})
     seen: Counter[tuple[str | None, int]] = Counter()
     for _ in range(60):
         _, executed, payload = invoke(client, "checkout-api", Qualifier="live")
@@ -217,12 +222,7 @@ def test_invocations_count_in_cloudwatch_as_lambdas_metrics(
     sandbox: MotoSandbox, client: LambdaClient
 ) -> None:
     version = publish_next_release(sandbox.endpoint_url, REGION, "checkout-api", fail_rate=0.5)
-    client.update_alias(
-        FunctionName="checkout-api",
-        Name="live",
-        FunctionVersion="1",
-        RoutingConfig={"AdditionalVersionWeights": {version: 0.5}},
-    )
+    split_live(client, {version: 0.5})
     outcomes: Counter[tuple[str | None, str | None]] = Counter()
     for _ in range(40):
         error, executed, _ = invoke(client, "checkout-api", Qualifier="live")
@@ -253,12 +253,7 @@ def test_alias_traffic_runs_each_versions_code_at_its_weight(
     sandbox: MotoSandbox, client: LambdaClient
 ) -> None:
     version = publish_next_release(sandbox.endpoint_url, REGION, "checkout-api", fail_rate=1.0)
-    client.update_alias(
-        FunctionName="checkout-api",
-        Name="live",
-        FunctionVersion="1",
-        RoutingConfig={"AdditionalVersionWeights": {version: 0.5}},
-    )
+    split_live(client, {version: 0.5})
     traffic = AliasTraffic(REGION, "checkout-api", "live", per_second=50)
     for _ in range(40):
         traffic.invoke_once()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import signal
-import subprocess
 import sys
 
 import yaml
+from tests.sandbox.sandbox_command import EXPORTED, started
 
 from lambda_rollouts.sandbox.demo import DEMO_ROLLOUT
 from lambda_rollouts.sandbox.runtime import open_sandbox
@@ -71,30 +71,7 @@ async def test_kubectl_applies_the_example_and_watches_it_become_healthy(tmp_pat
 
 
 def test_the_sandbox_command_prints_the_exports_and_stops_on_sigterm(tmp_path: pathlib.Path) -> None:
-    command = pathlib.Path(sys.executable).with_name("lambda-rollouts")
-    process = subprocess.Popen(
-        [str(command), "sandbox"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        assert process.stdout is not None
-        lines = []
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("Press Ctrl-C"):
-                break
-        exports = [line.split()[1].split("=")[0] for line in lines if line.startswith("export ")]
-        assert exports == [
-            "KUBECONFIG",
-            "AWS_REGION",
-            "AWS_DEFAULT_REGION",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_ENDPOINT_URL",
-        ]
+    # Kopf takes SIGTERM (what a process manager sends) for itself; the sandbox must stop too.
+    with started(tmp_path, stop_signal=signal.SIGTERM) as running:
+        assert list(running.exports) == EXPORTED
         assert (tmp_path / ".sandbox" / "kubeconfig").exists()
-        # Kopf takes SIGTERM (what a process manager sends) for itself; the sandbox must stop too.
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) is not None
-    finally:
-        process.kill()
-        process.wait()

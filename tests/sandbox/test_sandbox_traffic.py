@@ -13,20 +13,17 @@ import aiohttp
 import pytest
 from tests.sandbox.rollouts import ROLLOUTS, alias, apply, reason, settled
 
-from lambda_rollouts.model import GROUP, VERSION
 from lambda_rollouts.sandbox.aws import publish_next_release
+from lambda_rollouts.sandbox.demo import DEMO_ANALYSIS_ROLLOUT
 from lambda_rollouts.sandbox.runtime import SandboxHandle, open_sandbox
 
+# The demo's failing release (examples/analysis.yaml), on a shorter canary with a faster analysis.
 ANALYSED: dict[str, Any] = {
-    "apiVersion": f"{GROUP}/{VERSION}",
-    "kind": "LambdaRollout",
-    "metadata": {"name": "checkout-api", "namespace": "default"},
+    **DEMO_ANALYSIS_ROLLOUT,
     "spec": {
-        "functionName": "checkout-api",
-        "alias": "live",
-        "version": "3",
+        **DEMO_ANALYSIS_ROLLOUT["spec"],
         "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "6s"}}]}},
-        "analysis": {"interval": "2s", "metrics": [{"name": "error-rate", "max": 1}], "minInvocations": 20},
+        "analysis": {**DEMO_ANALYSIS_ROLLOUT["spec"]["analysis"], "interval": "2s"},
     },
 }
 

@@ -15,13 +15,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from lambda_rollouts.planner import Event, Plan
+from lambda_rollouts.planner import Plan
 from lambda_rollouts.reconcile import RolloutRef, RolloutService
 from lambda_rollouts.settings import Settings
 from lambda_rollouts.testing.fake_cloudwatch import FakeCloudWatch
@@ -29,19 +27,13 @@ from lambda_rollouts.testing.fake_lambda import FakeLambda
 from lambda_rollouts.testing.hooks import FakeHookInvoker
 from lambda_rollouts.testing.kube import RecordingStatusWriter
 
-CORPUS = Path(__file__).resolve().parents[1] / "corpus"
-FIELD = "corpus.lambda.rollouts.dev/field"
-LEVEL = "corpus.lambda.rollouts.dev/level"
-MODEL_FIELD = "corpus.lambda.rollouts.dev/model-field"
-ERROR = "corpus.lambda.rollouts.dev/error"
+from ..corpus.manifests import ERROR, FIELD, LEVEL, MODEL_FIELD, load, name_of
+from .service_doubles import Events, seed_checkout
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 REF = RolloutRef("default", "bad")
 
-BAD: list[dict[str, Any]] = list(yaml.safe_load_all((CORPUS / "bad.yaml").read_text(encoding="utf-8")))
-
-
-def _name(manifest: dict[str, Any]) -> str:
-    return str(manifest["metadata"]["name"])
+BAD = load("bad.yaml")
 
 
 def _annotations(manifest: dict[str, Any]) -> dict[str, str]:
@@ -52,14 +44,6 @@ def _annotations(manifest: dict[str, Any]) -> dict[str, str]:
 def _model_path(api_field: str) -> str:
     """The API server's ``a.b[0].c`` as the model's error location ``a.b.0.c``."""
     return re.sub(r"\[(\d+)\]", r".\1", api_field)
-
-
-class Events:
-    def __init__(self) -> None:
-        self.posted: list[Event] = []
-
-    def post(self, event: Event) -> None:
-        self.posted.append(event)
 
 
 @dataclass
@@ -74,10 +58,7 @@ class World:
 
     def __post_init__(self) -> None:
         # What every manifest names, so that a spec let through would find it and call AWS.
-        self.aws.add_function("checkout-api")
-        for _ in range(42):
-            self.aws.publish_version("checkout-api")
-        self.aws.put_alias("checkout-api", "live", "1")
+        seed_checkout(self.aws, versions=42)
         self.cloudwatch.set_alarm("checkout-errors", "OK")
         self.service = RolloutService(
             settings=Settings(default_region="us-east-1"),
@@ -133,7 +114,7 @@ def test_the_corpus_is_large_enough() -> None:
     assert sum(_annotations(manifest).get(LEVEL) == "operator" for manifest in BAD) >= 15
 
 
-@pytest.mark.parametrize("manifest", BAD, ids=_name)
+@pytest.mark.parametrize("manifest", BAD, ids=name_of)
 async def test_bad_manifest_is_refused_as_invalid_spec_without_touching_aws(manifest: dict[str, Any]) -> None:
     world = World()
     plan = await world.reconcile(manifest)
@@ -154,7 +135,7 @@ async def test_bad_manifest_is_refused_as_invalid_spec_without_touching_aws(mani
 @pytest.mark.parametrize(
     "manifest",
     [manifest for manifest in BAD if _annotations(manifest).get(LEVEL) == "operator"],
-    ids=_name,
+    ids=name_of,
 )
 async def test_a_later_look_at_a_refused_rollout_touches_aws_no_more(manifest: dict[str, Any]) -> None:
     # The per-rollout loop comes back at the drift-check interval; an invalid spec still stops it

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from lambda_rollouts.crd import (
@@ -89,28 +88,17 @@ from lambda_rollouts.sandbox.schema import (
     version_schema,
 )
 
+from ..corpus.manifests import ERROR, FIELD, LEVEL, MODEL_FIELD, load, name_of
+
 ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT / "tests" / "corpus"
 CRD_FILE = ROOT / "crds" / "lambdarollouts.yaml"
-FIELD = "corpus.lambda.rollouts.dev/field"
-LEVEL = "corpus.lambda.rollouts.dev/level"
-MODEL_FIELD = "corpus.lambda.rollouts.dev/model-field"
-ERROR = "corpus.lambda.rollouts.dev/error"
 BLOCKED = f"<nil>: Invalid value: null: {BLOCKED_RULES_DETAIL}"
 
 CRD = build_crd()
 
 
-def _corpus(name: str) -> list[dict[str, Any]]:
-    return list(yaml.safe_load_all((CORPUS / name).read_text(encoding="utf-8")))
-
-
-GOOD = _corpus("good.yaml")
-BAD = _corpus("bad.yaml")
-
-
-def _name(manifest: dict[str, Any]) -> str:
-    return str(manifest["metadata"]["name"])
+GOOD = load("good.yaml")
+BAD = load("bad.yaml")
 
 
 def _rollout(**spec: Any) -> dict[str, Any]:
@@ -159,7 +147,7 @@ def _analyses(spec: dict[str, Any]) -> list[dict[str, Any]]:
 def test_corpus_covers_enough_cases() -> None:
     assert len(GOOD) >= 45
     assert len(BAD) >= 100
-    names = [_name(manifest) for manifest in GOOD + BAD]
+    names = [name_of(manifest) for manifest in GOOD + BAD]
     assert len(names) == len(set(names))
     for manifest in BAD:
         annotations = _annotations(manifest)
@@ -287,7 +275,7 @@ def test_corpus_has_a_bad_case_for_every_rule() -> None:
     assert [rule for rule in rules if not any(rule in text for text in texts)] == []
 
 
-@pytest.mark.parametrize("manifest", GOOD, ids=_name)
+@pytest.mark.parametrize("manifest", GOOD, ids=name_of)
 def test_good_manifest_is_admitted_and_parsed(manifest: dict[str, Any]) -> None:
     assert validate_object(CRD, manifest) == []
     assert unknown_fields(CRD, manifest) == []
@@ -296,7 +284,7 @@ def test_good_manifest_is_admitted_and_parsed(manifest: dict[str, Any]) -> None:
     RolloutSpec.parse(manifest["spec"])
 
 
-@pytest.mark.parametrize("manifest", BAD, ids=_name)
+@pytest.mark.parametrize("manifest", BAD, ids=name_of)
 def test_bad_manifest_is_rejected_where_the_corpus_says(manifest: dict[str, Any]) -> None:
     annotations = _annotations(manifest)
     field = annotations[FIELD]
@@ -327,7 +315,7 @@ def test_rule_failures_are_worded_as_the_model_words_them() -> None:
                 continue
             with pytest.raises(SpecError) as raised:
                 RolloutSpec.parse(manifest["spec"])
-            assert f"{_model_path(error.field)}: {match[1]}" in str(raised.value), _name(manifest)
+            assert f"{_model_path(error.field)}: {match[1]}" in str(raised.value), name_of(manifest)
             checked += 1
     assert checked >= 15
 

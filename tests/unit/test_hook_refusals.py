@@ -10,7 +10,6 @@ the status is short and carries no credentials.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,17 +18,18 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from aiohttp.test_utils import TestServer
 
 from lambda_rollouts.hooks import EXCERPT_LIMIT, HookDispatcher
-from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import RolloutRef, RolloutService
 from lambda_rollouts.settings import Settings, TenantPolicy
 from lambda_rollouts.testing.fake_lambda import FakeLambda
 from lambda_rollouts.testing.hooks import FakeHookInvoker
 from lambda_rollouts.testing.kube import RecordingStatusWriter
 from lambda_rollouts.webhooks import WebhookInvoker
+
+from .service_doubles import Events, MappedResolver, seed_checkout
 
 REGION = "eu-west-1"
 LOOPBACK = [ip_network("127.0.0.0/8")]
@@ -63,39 +63,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await found.server.close()
 
 
-class MappedResolver(AbstractResolver):
-    """Answers for the names it was given, as a DNS server would."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
-class Events:
-    def __init__(self) -> None:
-        self.posted: list[Event] = []
-
-    def post(self, event: Event) -> None:
-        self.posted.append(event)
-
-
 @dataclass
 class Operator:
     """One rollout's reconciles, with the real webhook invoker and fakes for Lambda."""
@@ -113,10 +80,7 @@ class Operator:
             allowed_networks=self.settings.hook_allowed_networks,
             resolver=self.resolver,
         )
-        self.aws.add_function("checkout-api")
-        self.aws.publish_version("checkout-api")
-        self.aws.publish_version("checkout-api")
-        self.aws.put_alias("checkout-api", "live", "1")
+        seed_checkout(self.aws)
         self.service = RolloutService(
             settings=self.settings,
             router=self.aws,

@@ -14,13 +14,14 @@ import pytest
 
 from lambda_rollouts.errors import AccessDeniedError, ThrottledError
 from lambda_rollouts.kube import status_merge_patch
-from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import LoopMemory, RolloutRef, RolloutService, Wakeup
 from lambda_rollouts.settings import Settings
 from lambda_rollouts.telemetry import configure_logging
 from lambda_rollouts.testing.fake_cloudwatch import FakeCloudWatch
 from lambda_rollouts.testing.fake_lambda import FakeLambda
 from lambda_rollouts.testing.kube import RecordingStatusWriter
+
+from .service_doubles import Events, seed_checkout
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 REF = RolloutRef("default", "checkout")
@@ -34,26 +35,9 @@ class Clock:
         return self.now
 
 
-class Events:
-    def __init__(self) -> None:
-        self.posted: list[Event] = []
-
-    def post(self, event: Event) -> None:
-        self.posted.append(event)
-
-    @property
-    def reasons(self) -> list[str]:
-        return [event.reason.value for event in self.posted]
-
-
 @pytest.fixture
 def aws() -> FakeLambda:
-    fake = FakeLambda()
-    fake.add_function("checkout-api")
-    fake.publish_version("checkout-api")  # 1
-    fake.publish_version("checkout-api")  # 2
-    fake.put_alias("checkout-api", "live", "1")
-    return fake
+    return seed_checkout(FakeLambda())
 
 
 @pytest.fixture

@@ -17,29 +17,18 @@ import pytest
 
 from lambda_rollouts.model import ACTION_ANNOTATION
 from lambda_rollouts.notifications import Notifier
-from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import LoopMemory, RolloutRef, RolloutService
 from lambda_rollouts.settings import Settings
 from lambda_rollouts.testing.fake_lambda import FakeLambda
 from lambda_rollouts.testing.kube import RecordingStatusWriter
 from lambda_rollouts.testing.receivers import Answer, Receiver
 
+from .service_doubles import Events, seed_checkout
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 REF = RolloutRef("default", "checkout")
 LOOPBACK = [ip_network("127.0.0.0/8")]
 TOKEN = "T0000/B0000/XXXXSECRETTOKENXXXX"
-
-
-class Events:
-    def __init__(self) -> None:
-        self.posted: list[Event] = []
-
-    def post(self, event: Event) -> None:
-        self.posted.append(event)
-
-    @property
-    def reasons(self) -> list[str]:
-        return [event.reason.value for event in self.posted]
 
 
 class Secrets:
@@ -111,12 +100,7 @@ async def until(check: Any, what: str) -> None:
 
 @pytest.fixture
 def aws() -> FakeLambda:
-    fake = FakeLambda()
-    fake.add_function("checkout-api")
-    fake.publish_version("checkout-api")  # 1
-    fake.publish_version("checkout-api")  # 2
-    fake.put_alias("checkout-api", "live", "1")
-    return fake
+    return seed_checkout(FakeLambda())
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from lambda_rollouts.hooks import HookDispatcher
-from lambda_rollouts.planner import Event
 from lambda_rollouts.reconcile import RolloutRef, RolloutService
 from lambda_rollouts.settings import Settings
 from lambda_rollouts.testing.fake_lambda import FakeLambda
@@ -22,15 +21,9 @@ from lambda_rollouts.testing.hooks import FakeHookInvoker
 from lambda_rollouts.testing.kube import RecordingStatusWriter
 from lambda_rollouts.webhooks import WebhookInvoker
 
+from .service_doubles import Events, seed_checkout
+
 SECRET = "s3cr3t-t0ken"
-
-
-class Events:
-    def __init__(self) -> None:
-        self.posted: list[Event] = []
-
-    def post(self, event: Event) -> None:
-        self.posted.append(event)
 
 
 @pytest.fixture
@@ -51,11 +44,7 @@ async def refusing_server() -> AsyncIterator[TestServer]:
 async def test_a_failing_webhook_with_credentials_leaks_them_nowhere(
     refusing_server: TestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    aws = FakeLambda()
-    aws.add_function("checkout-api")
-    aws.publish_version("checkout-api")
-    aws.publish_version("checkout-api")
-    aws.put_alias("checkout-api", "live", "1")
+    aws = seed_checkout(FakeLambda())
     writer = RecordingStatusWriter()
     # The receiver is on loopback, which hooks may reach only when allowed explicitly.
     webhooks = WebhookInvoker(retry_delay_seconds=0.01, allowed_networks=[ip_network("127.0.0.0/8")])

@@ -19,6 +19,8 @@ from lambda_rollouts.tenancy import AddressRule, check_allowed, check_hooks_allo
 from lambda_rollouts.testing.fake_lambda import FakeLambda
 from lambda_rollouts.testing.kube import RecordingStatusWriter
 
+from .service_doubles import Events
+
 POLICIES = {
     "team-a": TenantPolicy(
         functions=["team-a-*"],
@@ -101,12 +103,6 @@ async def test_a_forbidden_rollout_makes_no_aws_call_and_says_why() -> None:
         writer=writer,
         clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
     )
-
-    class Events:
-        posted: list[Any] = []
-
-        def post(self, event: Any) -> None:
-            self.posted.append(event)
 
     body = {
         "metadata": {"generation": 1},

@@ -18,7 +18,6 @@ from ipaddress import IPv4Network, ip_network
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from lambda_rollouts import __version__
@@ -27,6 +26,8 @@ from lambda_rollouts.hooks import EXCERPT_LIMIT, HookOutcome, hook_payload
 from lambda_rollouts.model import Hook, HookPoint
 from lambda_rollouts.observed import Target
 from lambda_rollouts.webhooks import MAX_ANSWER_BYTES, WebhookInvoker
+
+from .service_doubles import MappedResolver
 
 TARGET = Target(function_name="checkout-api", alias="live", region="eu-west-1")
 LOOPBACK = [ip_network("127.0.0.0/8")]
@@ -286,33 +287,6 @@ async def test_the_session_is_shared_and_reopened_after_close(hook_server: HookS
 
 
 # -- the address rule, where aiohttp connects ---------------------------------------------------
-
-
-class MappedResolver(AbstractResolver):
-    """Answers for the names it was given, as a DNS server would; records what it was asked."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 async def invoke_refused(invoker: WebhookInvoker, url: str) -> str:
