@@ -24,7 +24,7 @@ key=$( (cd "$src" && cat go.mod go.sum build.env ./*.go 2>/dev/null; go env GOVE
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/lambda-rollouts/go-tools
 out=$cache/$name-$VERSION-$key
 if [ ! -x "$out/$name" ]; then
-  echo "gobuild: building $name $VERSION (first time only; kube-apiserver takes 8-18 min on 2 cores)" >&2
+  echo "gobuild: building $name $VERSION from the Go module proxy (once; cached in $cache)" >&2
   mkdir -p "$cache"
   tmp=$(mktemp -d "$cache/.build-$name.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT

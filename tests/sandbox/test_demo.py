@@ -4,6 +4,7 @@ analysis, in the real sandbox (emulator, moto server, the operator in-process, r
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import pathlib
 import re
 import shutil
@@ -54,8 +55,11 @@ async def test_the_demo_promotes_then_rolls_back_and_says_why(capsys: pytest.Cap
 
 
 def _make_dry_run(workdir: pathlib.Path, target: str) -> str:
+    # As a user's shell would run it, not as a sub-make of `make test` (which would add its
+    # flags and "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKELEVEL", "MAKEFLAGS", "MFLAGS"}}
     completed = subprocess.run(
-        ["make", "-n", target], cwd=workdir, capture_output=True, text=True, check=True, timeout=30
+        ["make", "-n", target], cwd=workdir, env=env, capture_output=True, text=True, check=True, timeout=30
     )
     return completed.stdout
 
