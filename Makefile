@@ -50,7 +50,7 @@ docs-serve: $(STAMP)
 
 # kube-apiserver and etcd for the real API server tier (tests/envtest): $KUBEBUILDER_ASSETS when it
 # holds both, else built from source through the Go module proxy and cached under ~/.cache (the first
-# build takes 5-18 minutes on 2 cores and about 3 GB of Go build cache). Prints KUBEBUILDER_ASSETS=<dir>.
+# build takes about 4 minutes on 2 cores and 5 GB of Go caches). Prints KUBEBUILDER_ASSETS=<dir>.
 envtest:
 	@tools/envtest.sh
 
