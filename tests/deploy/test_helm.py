@@ -30,6 +30,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
+
+from lambda_rollouts import settings as settings_module
+from lambda_rollouts.model import Reason
 
 from ..gobuild import go_program
 
@@ -216,7 +220,23 @@ EVERYTHING_ON: dict[str, Any] = {
     "replicas": 3,
     "serviceAccount": {"roleArn": "arn:aws:iam::123456789012:role/rollouts", "annotations": {"team": "x"}},
     "aws": {"region": "eu-west-1"},
-    "tenancy": {"policies": {"team-a": {"functions": ["checkout-*"], "regions": ["eu-west-1"]}}},
+    "tenancy": {
+        "policies": {
+            "team-a": {
+                "functions": ["checkout-*"],
+                "regions": ["eu-west-1"],
+                "hookUrls": ["https://ci.example.com/hooks/"],
+            }
+        }
+    },
+    "notifications": {
+        "defaults": [
+            {"events": ["RolledBack"], "slack": {"webhookSecretRef": {"name": "slack", "key": "url"}}}
+        ],
+        "maxAttempts": 3,
+        "timeoutSeconds": 5,
+        "deadlineSeconds": 120,
+    },
     "watchNamespaces": ["team-a", "team-b"],
     "logFormat": "text",
     "metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
@@ -271,11 +291,33 @@ def test_every_option_renders_valid_kubernetes_objects(helm: str, helm_home: Pat
 DEPLOYMENT = ("Deployment", NAMESPACE, "lambda-rollouts")
 SERVICE_ACCOUNT = ("ServiceAccount", NAMESPACE, "lambda-rollouts")
 SERVICE = ("Service", NAMESPACE, "lambda-rollouts-metrics")
-TENANCY = ("ConfigMap", NAMESPACE, "lambda-rollouts-tenancy")
-TENANCY_FILE = "/etc/lambda-rollouts/tenancy/tenancy.yaml"
 POLICIES = {
-    "team-a": {"functions": ["checkout-*"], "accounts": ["111122223333"], "regions": ["eu-west-1"]},
+    "team-a": {
+        "functions": ["checkout-*"],
+        "accounts": ["111122223333"],
+        "regions": ["eu-west-1"],
+        "hookUrls": ["https://ci.example.com/hooks/"],
+    },
     "*": {"functions": []},
+}
+# Subscriptions of every rollout: one whose Secret names no namespace (the release's, then).
+DEFAULT_NOTIFICATIONS = [
+    {
+        "events": ["RolledBack", "Succeeded"],
+        "slack": {"webhookSecretRef": {"name": "platform-slack", "key": "url"}},
+    },
+    {
+        "events": ["Aborted"],
+        "webhook": {
+            "url": "https://ci.example.com/hooks/lambda",
+            "secretRef": {"name": "signing", "key": "key", "namespace": "platform"},
+        },
+    },
+]
+# The settings files the chart can mount: (values key, the file's part of the name, its variable).
+SETTINGS_FILES = {
+    "tenancy": "LAMBDA_ROLLOUTS_TENANCY_FILE",
+    "notifications": "LAMBDA_ROLLOUTS_NOTIFICATIONS_FILE",
 }
 OPERATOR_LABELS = {"app.kubernetes.io/name": "lambda-rollouts", "app.kubernetes.io/component": "operator"}
 
@@ -317,37 +359,62 @@ def region(objects: Objects, rendered: Objects) -> None:
     env_of(objects).append({"name": "AWS_REGION", "value": "eu-west-1"})
 
 
-def _mount_tenancy(objects: Objects, config_map: str, key_name: str) -> None:
-    env_of(objects).append({"name": "LAMBDA_ROLLOUTS_TENANCY_FILE", "value": TENANCY_FILE})
+def _mount_settings(objects: Objects, part: str, config_map: str, key_name: str) -> None:
+    env_of(objects).append(
+        {"name": SETTINGS_FILES[part], "value": f"/etc/lambda-rollouts/{part}/{part}.yaml"}
+    )
     container(objects)["volumeMounts"].append(
-        {"name": "tenancy", "mountPath": "/etc/lambda-rollouts/tenancy", "readOnly": True}
+        {"name": part, "mountPath": f"/etc/lambda-rollouts/{part}", "readOnly": True}
     )
     pod(objects)["volumes"].append(
         {
-            "name": "tenancy",
-            "configMap": {"name": config_map, "items": [{"key": key_name, "path": "tenancy.yaml"}]},
+            "name": part,
+            "configMap": {"name": config_map, "items": [{"key": key_name, "path": f"{part}.yaml"}]},
         }
     )
 
 
-def inline_tenancy(objects: Objects, rendered: Objects) -> None:
-    config_map = rendered[TENANCY]
-    text = config_map["data"]["tenancy.yaml"]
-    assert yaml.safe_load(text) == POLICIES
-    objects[TENANCY] = {
+def _inline_settings(objects: Objects, rendered: Objects, part: str, content: Any) -> None:
+    name = f"lambda-rollouts-{part}"
+    text = rendered["ConfigMap", NAMESPACE, name]["data"][f"{part}.yaml"]
+    assert yaml.safe_load(text) == content
+    objects["ConfigMap", NAMESPACE, name] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "lambda-rollouts-tenancy", "namespace": NAMESPACE, "labels": OPERATOR_LABELS},
-        "data": {"tenancy.yaml": text},
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": OPERATOR_LABELS},
+        "data": {f"{part}.yaml": text},
     }
-    _mount_tenancy(objects, "lambda-rollouts-tenancy", "tenancy.yaml")
-    # The pods restart when the policies change: settings are read at start.
+    _mount_settings(objects, part, name, f"{part}.yaml")
+    # The pods restart when the file changes: settings are read at start.
     checksum = hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
-    objects[DEPLOYMENT]["spec"]["template"]["metadata"]["annotations"] = {"checksum/tenancy": checksum}
+    annotations = objects[DEPLOYMENT]["spec"]["template"]["metadata"].setdefault("annotations", {})
+    annotations[f"checksum/{part}"] = checksum
+
+
+def inline_tenancy(objects: Objects, rendered: Objects) -> None:
+    _inline_settings(objects, rendered, "tenancy", POLICIES)
 
 
 def existing_tenancy(objects: Objects, rendered: Objects) -> None:
-    _mount_tenancy(objects, "team-policies", "policies.json")
+    _mount_settings(objects, "tenancy", "team-policies", "policies.json")
+
+
+def inline_notifications(objects: Objects, rendered: Objects) -> None:
+    _inline_settings(objects, rendered, "notifications", DEFAULT_NOTIFICATIONS)
+
+
+def existing_notifications(objects: Objects, rendered: Objects) -> None:
+    _mount_settings(objects, "notifications", "platform-notifications", "subscriptions.json")
+
+
+def delivery_bounds(objects: Objects, rendered: Objects) -> None:
+    env_of(objects).extend(
+        [
+            {"name": "LAMBDA_ROLLOUTS_NOTIFICATIONS_MAX_ATTEMPTS", "value": "3"},
+            {"name": "LAMBDA_ROLLOUTS_NOTIFICATIONS_TIMEOUT_SECONDS", "value": "2.5"},
+            {"name": "LAMBDA_ROLLOUTS_NOTIFICATIONS_DEADLINE_SECONDS", "value": "600"},
+        ]
+    )
 
 
 def namespaces(objects: Objects, rendered: Objects) -> None:
@@ -468,6 +535,29 @@ VALUE_CASES: list[tuple[str, dict[str, Any], tuple[str, ...], Callable[[Objects,
         {"tenancy": {"existingConfigMap": "team-policies", "existingConfigMapKey": "policies.json"}},
         WITH_CRDS,
         existing_tenancy,
+    ),
+    (
+        "notifications-inline",
+        {"notifications": {"defaults": DEFAULT_NOTIFICATIONS}},
+        WITH_CRDS,
+        inline_notifications,
+    ),
+    (
+        "notifications-existing-config-map",
+        {
+            "notifications": {
+                "existingConfigMap": "platform-notifications",
+                "existingConfigMapKey": "subscriptions.json",
+            }
+        },
+        WITH_CRDS,
+        existing_notifications,
+    ),
+    (
+        "notification-delivery-bounds",
+        {"notifications": {"maxAttempts": 3, "timeoutSeconds": 2.5, "deadlineSeconds": 600}},
+        WITH_CRDS,
+        delivery_bounds,
     ),
     ("watch-namespaces", {"watchNamespaces": ["team-a", "team-b"]}, WITH_CRDS, namespaces),
     (
@@ -594,6 +684,60 @@ def test_the_tenancy_checksum_follows_the_policies(helm: str, helm_home: Path) -
     assert first != checksum({"team-a": {"functions": ["b-*"]}})
 
 
+def test_the_operator_reads_the_settings_files_the_chart_renders(
+    helm: str, helm_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = keyed(
+        render(
+            helm,
+            helm_home,
+            {"tenancy": {"policies": POLICIES}, "notifications": {"defaults": DEFAULT_NOTIFICATIONS}},
+        )
+    )
+    files: dict[str, str] = {}
+    for part, variable in SETTINGS_FILES.items():
+        path = tmp_path / f"{part}.yaml"
+        path.write_text(objects["ConfigMap", NAMESPACE, f"lambda-rollouts-{part}"]["data"][f"{part}.yaml"])
+        files[variable] = str(path)
+    # In the pod, the ServiceAccount's mount says which namespace the operator runs in.
+    own_namespace = tmp_path / "namespace"
+    own_namespace.write_text(NAMESPACE)
+    monkeypatch.setattr(settings_module, "SERVICE_ACCOUNT_NAMESPACE_FILE", str(own_namespace))
+    for variable, path in files.items():
+        monkeypatch.setenv(variable, path)
+
+    settings = settings_module.Settings()
+
+    assert settings.tenancy["team-a"].hook_urls == ["https://ci.example.com/hooks/"]
+    assert settings.tenancy["*"].functions == []
+    # As given, with the release's namespace for the Secret that names none.
+    expected = copy.deepcopy(DEFAULT_NOTIFICATIONS)
+    expected[0]["slack"]["webhookSecretRef"]["namespace"] = NAMESPACE
+    assert [
+        item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in settings.notifications
+    ] == expected
+
+
+def _names(model: type[BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def test_the_values_schema_knows_every_field_of_the_settings_it_renders() -> None:
+    definitions = json.loads((CHART / "values.schema.json").read_text())["definitions"]
+
+    def properties(name: str) -> set[str]:
+        return set(definitions[name]["properties"])
+
+    assert properties("tenantPolicy") == _names(settings_module.TenantPolicy)
+    notification = definitions["defaultNotification"]["properties"]
+    assert set(notification) == _names(settings_module.DefaultNotification)
+    assert set(notification["webhook"]["properties"]) == _names(settings_module.DefaultWebhookNotification)
+    assert properties("chatNotification") == _names(settings_module.DefaultChatNotification)
+    assert properties("secretKeyRef") == _names(settings_module.OperatorSecretKeyRef)
+    subscribable = [reason.value for reason in Reason if reason is not Reason.NOTIFICATION_FAILED]
+    assert notification["events"]["items"]["enum"] == subscribable
+
+
 # -- bad values ------------------------------------------------------------------------------------
 
 # Each bad value, and the line of helm's answer that names it (the schema's path and rule).
@@ -621,6 +765,64 @@ SCHEMA_CASES = [
         "- at '/watchNamespaces/0': 'Team_A' does not match pattern",
         id="bad-namespace-name",
     ),
+    pytest.param(
+        {"tenancy": {"policies": {"team-a": {"hookUrls": ["169.254.169.254"]}}}},
+        "- at '/tenancy/policies/team-a/hookUrls/0': '169.254.169.254' does not match pattern",
+        id="hook-url-without-scheme",
+    ),
+    pytest.param(
+        {
+            "notifications": {
+                "defaults": [
+                    {
+                        "events": ["NotificationFailed"],
+                        "teams": {"webhookSecretRef": {"name": "t", "key": "url"}},
+                    }
+                ]
+            }
+        },
+        "- at '/notifications/defaults/0/events/0': value must be one of 'Progressing'",
+        id="notification-of-a-failed-notification",
+    ),
+    pytest.param(
+        {"notifications": {"defaults": [{"events": ["Succeeded"]}]}},
+        "- at '/notifications/defaults/0': missing property 'webhook'",
+        id="notification-without-channel",
+    ),
+    pytest.param(
+        {
+            "notifications": {
+                "defaults": [
+                    {
+                        "events": ["Succeeded"],
+                        "webhook": {"url": "https://ci.example.com/hooks"},
+                        "slack": {"webhookSecretRef": {"name": "s", "key": "url"}},
+                    }
+                ]
+            }
+        },
+        "- at '/notifications/defaults/0': 'oneOf' failed, subschemas 0, 1 matched",
+        id="notification-with-two-channels",
+    ),
+    pytest.param(
+        {"notifications": {"defaults": [{"webhook": {"url": "https://ci.example.com/hooks"}}]}},
+        "- at '/notifications/defaults/0': missing property 'events'",
+        id="notification-without-events",
+    ),
+    pytest.param(
+        {
+            "notifications": {
+                "defaults": [{"events": ["Succeeded"], "webhook": {"url": "ci.example.com/hooks"}}]
+            }
+        },
+        "- at '/notifications/defaults/0/webhook/url': 'ci.example.com/hooks' does not match pattern",
+        id="webhook-url-without-scheme",
+    ),
+    pytest.param(
+        {"notifications": {"maxAttempts": 21}},
+        "- at '/notifications/maxAttempts': maximum: got 21, want 20",
+        id="too-many-attempts",
+    ),
 ]
 
 
@@ -640,6 +842,11 @@ TEMPLATE_ERRORS = [
         {"tenancy": {"policies": {"team-a": {}}, "existingConfigMap": "team-policies"}},
         "set either tenancy.policies or tenancy.existingConfigMap, not both",
         id="both-tenancy-sources",
+    ),
+    pytest.param(
+        {"notifications": {"defaults": DEFAULT_NOTIFICATIONS, "existingConfigMap": "platform-notifications"}},
+        "set either notifications.defaults or notifications.existingConfigMap, not both",
+        id="both-notification-sources",
     ),
     pytest.param(
         {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},

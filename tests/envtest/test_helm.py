@@ -4,10 +4,11 @@ the chart, and the operator, run with what the chart installed, rolls a canary o
 There is no kubelet here, so the Deployment's pods never run: the test does what a kubelet would
 do with the installed Deployment's pod template. It runs the container's command (the image's
 entrypoint ``lambda-rollouts`` with the template's ``args``) with the container's environment
-(``POD_ID`` from the pod's name, the tenancy ConfigMap written where the template mounts it), as
-the chart's ServiceAccount (a TokenRequest token) under the chart's RBAC and peering. Only the AWS
-endpoint (moto) is the test's. The chart's values set the region, tenancy, watched namespaces
-and ports, so a wrong rendering of any of them fails the canary or the probes.
+(``POD_ID`` from the pod's name, the tenancy and notifications ConfigMaps written where the
+template mounts them), as the chart's ServiceAccount (a TokenRequest token) under the chart's RBAC
+and peering. Only the AWS endpoint (moto) is the test's. The chart's values set the region,
+tenancy, default notifications, watched namespaces and ports, so a wrong rendering of any of them
+fails the canary, its notification or the probes.
 
 The cluster is an API server of this module's own: a user's fresh cluster, where the chart
 installs the CRDs itself (the tier's shared server already has them, from kubectl, which Helm
@@ -16,6 +17,8 @@ would refuse to adopt).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 import time
@@ -29,10 +32,20 @@ import yaml
 
 from lambda_rollouts.model import ConditionType, Phase, Reason
 from lambda_rollouts.sandbox.aws import MotoSandbox, seed_demo_function
+from lambda_rollouts.testing.receivers import Receiver
 
 from ..gobuild import go_program
 from .apiserver import ApiServer, assets_dir, clean_environment, free_port
-from .harness import OperatorProcess, alias_of, audit_denials, phase_is, rollout_manifest, unique, wait_for
+from .harness import (
+    OperatorProcess,
+    alias_of,
+    audit_denials,
+    phase_is,
+    rollout_manifest,
+    unique,
+    wait_for,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "lambda-rollouts"
@@ -42,6 +55,7 @@ SERVICE_ACCOUNT_USER = f"system:serviceaccount:{NAMESPACE}:lambda-rollouts"
 # Not the harness's default region: the canary only finds its function if the chart's region
 # reached the operator.
 CHART_REGION = "eu-west-1"
+SIGNING_KEY = "pl4tform-s1gning-k3y"
 
 # The first build of helm takes a few minutes on two cores (then it is cached).
 pytestmark = pytest.mark.timeout(1200)
@@ -164,6 +178,7 @@ INSTALLED = [
     ("ClusterRoleBinding", "lambda-rollouts"),
     ("ClusterKopfPeering", "lambda-rollouts"),
     ("ConfigMap", "lambda-rollouts-tenancy"),
+    ("ConfigMap", "lambda-rollouts-notifications"),
     ("Deployment", "lambda-rollouts"),
     ("Service", "lambda-rollouts-metrics"),
 ]
@@ -200,6 +215,17 @@ def install(run: Helm, cluster: ApiServer, values_path: Path) -> tuple[list[dict
     return objects, stored
 
 
+def assert_signed_success_notice(receiver: Receiver, team: str, canary: str) -> None:
+    """The chart's default subscription told the platform's webhook of the promotion, signed."""
+    wait_until(lambda: len(receiver.delivered) == 1, timeout=60, what="the default notification")
+    (received,) = receiver.requests
+    body = json.loads(received.body)
+    assert (body["reason"], body["rollout"]) == ("Succeeded", {"namespace": team, "name": canary})
+    timestamp = received.headers["X-Lambda-Rollouts-Timestamp"]
+    signed = hmac.new(SIGNING_KEY.encode(), f"{timestamp}.".encode() + received.body, hashlib.sha256)
+    assert received.headers["X-Lambda-Rollouts-Signature"] == f"sha256={signed.hexdigest()}"
+
+
 def run_canary_as_the_chart_runs_the_operator(
     cluster: ApiServer,
     aws: MotoSandbox,
@@ -208,6 +234,7 @@ def run_canary_as_the_chart_runs_the_operator(
     function: str,
     ports: tuple[int, int],
     workdir: Path,
+    receiver: Receiver,
 ) -> None:
     args, env = pod_command(deployment, cluster, unique("lambda-rollouts-pod"), workdir / "volumes")
     assert args[0] == "run"
@@ -234,6 +261,7 @@ def run_canary_as_the_chart_runs_the_operator(
         assert body is not None
         assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
         assert alias_of(aws.endpoint_url, function, region=CHART_REGION) == ("2", {})
+        assert_signed_success_notice(receiver, team, canary)
 
         # The tenancy ConfigMap was read: this namespace may not target other functions.
         forbidden = unique("forbidden")
@@ -282,6 +310,33 @@ def upgrade_to_text_logs(
     assert after["env"] == expected
 
 
+def chart_values(team: str, ports: tuple[int, int], webhook_url: str) -> dict[str, Any]:
+    return {
+        "serviceAccount": {"roleArn": ""},  # EKS Pod Identity: moto takes any credentials
+        "aws": {"region": CHART_REGION},
+        "watchNamespaces": [team],
+        "tenancy": {
+            "policies": {team: {"functions": ["fn-*"], "regions": [CHART_REGION]}, "*": {"functions": []}}
+        },
+        "notifications": {
+            "defaults": [
+                {
+                    "events": ["Succeeded"],
+                    "webhook": {
+                        "url": webhook_url,
+                        "secretRef": {"name": "platform-signing", "key": "key", "namespace": NAMESPACE},
+                    },
+                }
+            ],
+            "maxAttempts": 3,
+        },
+        # The platform's receiver is on loopback here, which the address rule refuses unless allowed.
+        "extraEnv": [{"name": "LAMBDA_ROLLOUTS_HOOK_ALLOWED_NETWORKS", "value": "127.0.0.1/32"}],
+        "healthPort": ports[0],
+        "metrics": {"port": ports[1]},
+    }
+
+
 def test_helm_install_creates_every_object_and_its_operator_runs_a_canary(
     cluster: ApiServer, aws: MotoSandbox, helm: str, tmp_path: Path
 ) -> None:
@@ -289,23 +344,25 @@ def test_helm_install_creates_every_object_and_its_operator_runs_a_canary(
     cluster.kubectl("create", "namespace", team)
     function = seed_demo_function(aws.endpoint_url, CHART_REGION, name=unique("fn"))["function_name"]
     ports = free_port(), free_port()
-    values = {
-        "serviceAccount": {"roleArn": ""},  # EKS Pod Identity: moto takes any credentials
-        "aws": {"region": CHART_REGION},
-        "watchNamespaces": [team],
-        "tenancy": {
-            "policies": {team: {"functions": ["fn-*"], "regions": [CHART_REGION]}, "*": {"functions": []}}
-        },
-        "healthPort": ports[0],
-        "metrics": {"port": ports[1]},
-    }
-    values_path = tmp_path / "values.yaml"
-    values_path.write_text(yaml.safe_dump(values))
-    run = Helm(helm, cluster, tmp_path / "helm-home")
+    with Receiver().in_thread() as receiver:
+        values_path = tmp_path / "values.yaml"
+        values_path.write_text(yaml.safe_dump(chart_values(team, ports, receiver.url("/deploys"))))
+        run = Helm(helm, cluster, tmp_path / "helm-home")
 
-    objects, stored = install(run, cluster, values_path)
-    deployment = stored["Deployment", "lambda-rollouts"]
-    run_canary_as_the_chart_runs_the_operator(cluster, aws, deployment, team, function, ports, tmp_path)
+        objects, stored = install(run, cluster, values_path)
+        cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "platform-signing",
+            "-n",
+            NAMESPACE,
+            f"--from-literal=key={SIGNING_KEY}",
+        )
+        deployment = stored["Deployment", "lambda-rollouts"]
+        run_canary_as_the_chart_runs_the_operator(
+            cluster, aws, deployment, team, function, ports, tmp_path, receiver
+        )
     assert audit_denials(cluster, SERVICE_ACCOUNT_USER) == []
     upgrade_to_text_logs(run, cluster, values_path, deployment)
 

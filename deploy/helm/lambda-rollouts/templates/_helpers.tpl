@@ -31,11 +31,18 @@ only one the ClusterRole lets them patch.
 {{- include "lambda-rollouts.fullname" . }}
 {{- end }}
 
-{{- define "lambda-rollouts.tenancyConfigMapName" -}}
-{{- if .Values.tenancy.existingConfigMap }}
-{{- .Values.tenancy.existingConfigMap }}
+{{/*
+The ConfigMap of a settings file ("tenancy" or "notifications"): the user's existingConfigMap, else
+the chart's own, "<fullname>-<part>". Called with (list $ "<part>").
+*/}}
+{{- define "lambda-rollouts.settingsConfigMapName" -}}
+{{- $root := index . 0 }}
+{{- $part := index . 1 }}
+{{- $values := index $root.Values $part }}
+{{- if $values.existingConfigMap }}
+{{- $values.existingConfigMap }}
 {{- else }}
-{{- printf "%s-tenancy" (include "lambda-rollouts.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- printf "%s-%s" (include "lambda-rollouts.fullname" $root | trunc (int (sub 62 (len $part))) | trimSuffix "-") $part }}
 {{- end }}
 {{- end }}
 
@@ -44,6 +51,13 @@ only one the ClusterRole lets them patch.
 {{- fail "tenancy: set either tenancy.policies or tenancy.existingConfigMap, not both" }}
 {{- end }}
 {{- if or .Values.tenancy.policies .Values.tenancy.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{- define "lambda-rollouts.notificationsEnabled" -}}
+{{- if and .Values.notifications.defaults .Values.notifications.existingConfigMap }}
+{{- fail "notifications: set either notifications.defaults or notifications.existingConfigMap, not both" }}
+{{- end }}
+{{- if or .Values.notifications.defaults .Values.notifications.existingConfigMap }}true{{ end }}
 {{- end }}
 
 {{/*
