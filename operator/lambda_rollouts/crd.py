@@ -539,7 +539,10 @@ def _spec_schema() -> dict[str, Any]:
                 pattern=VERSION_PATTERN,
             ),
             "versionFrom": version_from,
-            "region": _string("The AWS region; defaults to the operator's.", pattern=REGION_PATTERN),
+            "region": _string(
+                "The AWS region; defaults to a full-ARN functionName's region, else the operator's.",
+                pattern=REGION_PATTERN,
+            ),
             "roleArn": _string("An IAM role to assume for this rollout.", pattern=ROLE_ARN_PATTERN),
             "strategy": strategy,
             "analysis": _analysis_schema(

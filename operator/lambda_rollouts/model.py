@@ -580,6 +580,27 @@ VERSION_PATTERN: Final = r"^[0-9]+$"
 # An alias name is letters, digits, - and _, and never all digits (that would read as a version).
 ALIAS_PATTERN: Final = r"^[a-zA-Z0-9_-]*[a-zA-Z_-][a-zA-Z0-9_-]*$"
 ROLE_ARN_PATTERN: Final = r"^arn:aws[a-zA-Z-]*:iam::[0-9]{12}:role/.+$"
+
+
+def function_parts(function_name: str) -> tuple[str, str | None, str | None]:
+    """(plain name, account or None, region or None) from a name, a partial ARN or a full ARN."""
+    parts = function_name.split(":")
+    if "function" not in parts:
+        return function_name, None, None
+    at = parts.index("function")
+    name = parts[at + 1] if at + 1 < len(parts) else ""
+    account = parts[at - 1] if at >= 1 and parts[at - 1].isdigit() else None
+    region = parts[3] if parts[0] == "arn" and at == 5 and parts[3] else None
+    return name, account, region
+
+
+def function_region(function_name: str, otherwise: str) -> str:
+    """The region a function is called in: its full ARN's (Lambda answers a call for a function of
+    another region with "Functions from '<region>' are not reachable in this region"), else
+    ``otherwise``."""
+    return function_parts(function_name)[2] or otherwise
+
+
 REGION_PATTERN: Final = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
 
 
@@ -625,6 +646,11 @@ class RolloutSpec(_Model):
         if self.version is None:
             raise SpecError("spec.versionFrom has not been resolved to a version yet")
         return self.version
+
+    def region_or(self, default_region: str) -> str:
+        """The region of the rollout's function: ``spec.region``, else its full ARN's, else the
+        operator's default."""
+        return self.region or function_region(self.function_name, default_region)
 
     def resolved(self, version: str) -> RolloutSpec:
         """This spec with versionFrom resolved to ``version``."""

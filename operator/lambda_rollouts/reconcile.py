@@ -71,6 +71,7 @@ from lambda_rollouts.model import (
     Reason,
     RolloutSpec,
     RolloutStatus,
+    function_region,
     parse_action_request,
 )
 from lambda_rollouts.notifications import Notifier
@@ -351,7 +352,7 @@ class RolloutService:
         return Target(
             function_name=spec.function_name,
             alias=spec.alias,
-            region=spec.region or self._settings.default_region,
+            region=spec.region_or(self._settings.default_region),
             role_arn=spec.role_arn,
         )
 
@@ -690,10 +691,11 @@ class RolloutService:
             new_version_arn=version.function_arn,
             point=need.point,
         )
+        hook_function = need.hook.function_name or ""
         hook_target = Target(
-            function_name=need.hook.function_name or "",
+            function_name=hook_function,
             alias="",
-            region=target.region,
+            region=function_region(hook_function, target.region),
             role_arn=target.role_arn,
         )
         outcome = await self._hooks.invoke(hook_target, need.hook, payload)

@@ -11,7 +11,8 @@ Contract:
   - the function's name must match one of ``functions`` (shell-style patterns);
   - a function given by full ARN must live in one of ``accounts``; a plain name or a partial ARN
     without an account is the operator's own account, always allowed;
-  - the region (``spec.region`` or the operator's default) must match one of ``regions``;
+  - the region (``RolloutSpec.region_or``: ``spec.region``, else a full ARN's, else the
+    operator's default) must match one of ``regions``;
   - ``spec.roleArn``, when set, must match one of ``roleArns``.
 
 - ``check_hooks_allowed(policies, namespace, spec, default_region, rule)`` does the same for every
@@ -20,8 +21,8 @@ Contract:
 
   - a hook function follows the rules of the rollout's function: its name must match
     ``functions``, its account (a full or partial ARN naming one) ``accounts``, and its region
-    (its ARN's, else the rollout's) ``regions``. Hooks are invoked with the rollout's
-    ``roleArn``, which ``check_allowed`` checks.
+    (its ARN's, else the rollout's) ``regions``; it is called in that region. Hooks are invoked
+    with the rollout's ``roleArn``, which ``check_allowed`` checks.
   - a hook URL must match one of ``hookUrls`` (see ``settings.HookUrlPattern``: scheme, host,
     port, path prefix). A policy without ``hookUrls`` allows no URL hooks. A URL whose path has
     dot segments (``..``, also percent-encoded) is refused: where it leads is up to the server.
@@ -53,7 +54,7 @@ from typing import Final
 from yarl import URL
 
 from lambda_rollouts.errors import ForbiddenError
-from lambda_rollouts.model import Hook, HookPoint, RolloutSpec
+from lambda_rollouts.model import Hook, HookPoint, RolloutSpec, function_parts
 from lambda_rollouts.settings import HookUrlPattern, TenantPolicy, normal_host
 
 ANY_NAMESPACE = "*"
@@ -131,18 +132,6 @@ class AddressRule:
         return self.refusal(host)
 
 
-def _function_parts(function_name: str) -> tuple[str, str | None, str | None]:
-    """(plain name, account or None, region or None) from a name, a partial ARN or a full ARN."""
-    parts = function_name.split(":")
-    if "function" not in parts:
-        return function_name, None, None
-    at = parts.index("function")
-    name = parts[at + 1] if at + 1 < len(parts) else ""
-    account = parts[at - 1] if at >= 1 and parts[at - 1].isdigit() else None
-    region = parts[3] if parts[0] == "arn" and at == 5 and parts[3] else None
-    return name, account, region
-
-
 def _matches(value: str, patterns: list[str]) -> bool:
     return any(fnmatchcase(value, pattern) for pattern in patterns)
 
@@ -167,7 +156,7 @@ def check_allowed(
         return
     policy = _policy(policies, namespace)
     where = f"namespace {namespace}"
-    name, account, _ = _function_parts(spec.function_name)
+    name, account, _ = function_parts(spec.function_name)
     if not _matches(name, policy.functions):
         raise ForbiddenError(
             f"{where} may not target function {name}: allowed are {_allowed(policy.functions)}"
@@ -176,7 +165,7 @@ def check_allowed(
         raise ForbiddenError(
             f"{where} may not target account {account}: allowed are {_allowed(policy.accounts)}"
         )
-    region = spec.region or default_region
+    region = spec.region_or(default_region)
     if not _matches(region, policy.regions):
         raise ForbiddenError(f"{where} may not target region {region}")
     if spec.role_arn is not None and not _matches(spec.role_arn, policy.role_arns):
@@ -199,14 +188,14 @@ def check_hooks_allowed(
         if hook.url is not None:
             _check_url(policies, namespace, point, hook, hook.url, rule)
         elif hook.function_name is not None and policies is not None:
-            region = spec.region or default_region
+            region = spec.region_or(default_region)
             _check_hook_function(_policy(policies, namespace), namespace, point, hook.function_name, region)
 
 
 def _check_hook_function(
     policy: TenantPolicy, namespace: str, point: HookPoint, function_name: str, rollout_region: str
 ) -> None:
-    name, account, region = _function_parts(function_name)
+    name, account, region = function_parts(function_name)
     refused = f"namespace {namespace} may not call the {point.value} hook function {name}"
     if not _matches(name, policy.functions):
         raise ForbiddenError(f"{refused}: allowed are {_allowed(policy.functions)}")

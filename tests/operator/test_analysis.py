@@ -210,6 +210,23 @@ async def test_failed_before_hook_moves_no_traffic(
     }
 
 
+async def test_a_hook_function_given_by_full_arn_is_called_in_its_own_region(
+    api: Api, operator: OperatorRunner, router: TimedRouter, hooks: FakeHookInvoker
+) -> None:
+    # Lambda answers a call for a function of another region with "Functions from 'eu-west-1' are
+    # not reachable in this region ('us-east-1')": the ARN's region is the one to call.
+    smoke = "arn:aws:lambda:eu-west-1:123456789012:function:checkout-smoke"
+    spec_hooks = {
+        "beforeAllowTraffic": {"functionName": smoke},
+        "afterAllowTraffic": {"functionName": "checkout-verify"},
+    }
+    await api.create(rollout(strategy=CANARY, hooks=spec_hooks))
+    await eventually(has_phase(api, "Healthy"))
+    called = [(target.function_name, target.region, hook.function_name) for target, hook, _ in hooks.calls]
+    assert called == [(smoke, "eu-west-1", smoke), ("checkout-verify", "us-east-1", "checkout-verify")]
+    assert router.shape() == [("1", {"2": 10.0}), ("1", {"2": 50.0}), ("2", {})]
+
+
 async def test_failed_after_hook_rolls_back(
     api: Api, operator: OperatorRunner, router: TimedRouter, hooks: FakeHookInvoker
 ) -> None:

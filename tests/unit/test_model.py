@@ -1,6 +1,8 @@
-"""Durations, strategy expansion and spec errors."""
+"""Durations, strategy expansion, spec errors and the region of a function."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,8 @@ from lambda_rollouts.model import (
     Strategy,
     expand_strategy,
     format_duration,
+    function_parts,
+    function_region,
     parse_duration,
 )
 
@@ -73,3 +77,44 @@ def test_spec_error_names_every_bad_field() -> None:
 def test_unreadable_status_starts_over() -> None:
     assert RolloutStatus.parse({"phase": "Bogus"}) == RolloutStatus()
     assert RolloutStatus.parse(None) == RolloutStatus()
+
+
+@pytest.mark.parametrize(
+    ("function_name", "region", "expected"),
+    [
+        ("checkout-api", None, "us-east-1"),
+        ("checkout-api", "eu-west-1", "eu-west-1"),
+        ("123456789012:function:checkout-api", None, "us-east-1"),
+        ("arn:aws:lambda:eu-west-1:123456789012:function:checkout-api", None, "eu-west-1"),
+        ("arn:aws:lambda:eu-west-1:123456789012:function:checkout-api:live", None, "eu-west-1"),
+        # spec.region says where the calls go; Lambda refuses them when the ARN names another.
+        ("arn:aws:lambda:eu-west-1:123456789012:function:checkout-api", "ap-south-1", "ap-south-1"),
+    ],
+)
+def test_the_region_of_a_rollout(function_name: str, region: str | None, expected: str) -> None:
+    raw: dict[str, Any] = {
+        "functionName": function_name,
+        "alias": "live",
+        "version": "2",
+        "strategy": {"allAtOnce": {}},
+    }
+    if region is not None:
+        raw["region"] = region
+    assert RolloutSpec.parse(raw).region_or("us-east-1") == expected
+
+
+@pytest.mark.parametrize(
+    ("function_name", "parts"),
+    [
+        ("checkout-api", ("checkout-api", None, None)),
+        ("checkout-api:live", ("checkout-api:live", None, None)),
+        ("123456789012:function:checkout-api", ("checkout-api", "123456789012", None)),
+        (
+            "arn:aws:lambda:eu-west-1:123456789012:function:checkout-api:7",
+            ("checkout-api", "123456789012", "eu-west-1"),
+        ),
+    ],
+)
+def test_function_parts(function_name: str, parts: tuple[str, str | None, str | None]) -> None:
+    assert function_parts(function_name) == parts
+    assert function_region(function_name, "us-east-1") == (parts[2] or "us-east-1")

@@ -50,6 +50,12 @@ def spec(function_name: str, **extra: Any) -> RolloutSpec:
             "may not target account 999999999999",
         ),
         ("team-a", spec("team-a-checkout", region="us-east-1"), "may not target region us-east-1"),
+        # A full ARN names its region, which the rollout's calls go to when spec.region is unset.
+        (
+            "team-a",
+            spec("arn:aws:lambda:us-east-1:111122223333:function:team-a-x"),
+            "may not target region us-east-1",
+        ),
         (
             "team-a",
             spec("team-a-x", region="eu-west-1", roleArn="arn:aws:iam::111122223333:role/admin"),
