@@ -647,9 +647,20 @@ class RolloutSpec(_Model):
             raise SpecError("spec.versionFrom has not been resolved to a version yet")
         return self.version
 
+    @model_validator(mode="after")
+    def _region_is_the_arns(self) -> RolloutSpec:
+        # Lambda answers calls for a function of another region with "Functions from '<region>'
+        # are not reachable in this region": refused before any call, with both regions named.
+        arn_region = function_parts(self.function_name)[2]
+        if self.region is not None and arn_region is not None and arn_region != self.region:
+            raise ValueError(
+                f"region {self.region} contradicts functionName, a function ARN of region {arn_region}"
+            )
+        return self
+
     def region_or(self, default_region: str) -> str:
-        """The region of the rollout's function: ``spec.region``, else its full ARN's, else the
-        operator's default."""
+        """The region of the rollout's function: ``spec.region``, else its full ARN's (the two
+        agree when both are given), else the operator's default."""
         return self.region or function_region(self.function_name, default_region)
 
     def resolved(self, version: str) -> RolloutSpec:
