@@ -580,6 +580,7 @@ VERSION_PATTERN: Final = r"^[0-9]+$"
 # An alias name is letters, digits, - and _, and never all digits (that would read as a version).
 ALIAS_PATTERN: Final = r"^[a-zA-Z0-9_-]*[a-zA-Z_-][a-zA-Z0-9_-]*$"
 ROLE_ARN_PATTERN: Final = r"^arn:aws[a-zA-Z-]*:iam::[0-9]{12}:role/.+$"
+REGION_PATTERN: Final = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
 
 
 def function_parts(function_name: str) -> tuple[str, str | None, str | None]:
@@ -599,9 +600,6 @@ def function_region(function_name: str, otherwise: str) -> str:
     another region with "Functions from '<region>' are not reachable in this region"), else
     ``otherwise``."""
     return function_parts(function_name)[2] or otherwise
-
-
-REGION_PATTERN: Final = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
 
 
 CODE_SHA256_PATTERN: Final = r"^[A-Za-z0-9+/]{43}=$"

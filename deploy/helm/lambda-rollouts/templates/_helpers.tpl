@@ -46,6 +46,15 @@ the chart's own, "<fullname>-<part>". Called with (list $ "<part>").
 {{- end }}
 {{- end }}
 
+{{/*
+The key of that ConfigMap that holds the file: existingConfigMapKey, else "<part>.yaml".
+*/}}
+{{- define "lambda-rollouts.settingsConfigMapKey" -}}
+{{- $part := index . 1 }}
+{{- $values := index (index . 0).Values $part }}
+{{- if $values.existingConfigMap }}{{ $values.existingConfigMapKey }}{{ else }}{{ $part }}.yaml{{ end }}
+{{- end }}
+
 {{- define "lambda-rollouts.tenancyEnabled" -}}
 {{- if and .Values.tenancy.policies .Values.tenancy.existingConfigMap }}
 {{- fail "tenancy: set either tenancy.policies or tenancy.existingConfigMap, not both" }}
