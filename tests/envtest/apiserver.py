@@ -9,7 +9,9 @@ Contract:
 - ``ApiServer(assets, workdir).start()`` runs etcd and kube-apiserver on free loopback ports with
   TLS, RBAC and a static-token file (``TOKENS``), waits until ``/readyz`` answers, and returns
   itself; ``stop()`` ends both; ``stop_apiserver()``/``start_apiserver()`` stop and start only
-  kube-apiserver (etcd keeps the data), on the same port.
+  kube-apiserver (etcd keeps the data), on the same port. ``RUNNING`` lists the servers started
+  and not stopped; ``mark_audit_log()`` makes ``audit_lines()`` begin at the log's current end;
+  ``wait_authorized()`` waits until RBAC grants a user what a new binding gave it.
 - ``kubeconfig_*`` write the kubeconfig forms users have (certificates embedded as ``*-data``,
   file paths, a bearer token, an exec credential plugin); ``kubectl()`` runs the real kubectl
   (``env_with_path``: its environment, the venv first on PATH, where kubectl finds the plugin);
@@ -74,6 +76,8 @@ rules:
 """
 VENV_BIN = Path(sys.executable).parent
 KUBECTL = str(VENV_BIN / "kubectl")
+# The API servers started and not yet stopped (the tier's and any a module starts of its own).
+RUNNING: list[ApiServer] = []
 
 
 def assets_dir() -> Path:
@@ -253,6 +257,8 @@ class ApiServer:
         self._apiserver: subprocess.Popen[bytes] | None = None
         self.admin_kubeconfig = self.kubeconfig_paths("admin", self.pki.admin)
         self.audit_log = workdir / "audit.log"
+        # Where the current test's part of the audit log begins (``mark_audit_log``).
+        self.audit_offset = 0
         self.starts = 0
 
     # -- processes --------------------------------------------------------------------------------
@@ -260,6 +266,7 @@ class ApiServer:
     def start(self) -> ApiServer:
         self._start_etcd()
         self.start_apiserver()
+        RUNNING.append(self)
         return self
 
     def _start_etcd(self) -> None:
@@ -357,6 +364,31 @@ class ApiServer:
         self.stop_apiserver()
         _terminate(self._etcd)
         self._etcd = None
+        if self in RUNNING:
+            RUNNING.remove(self)
+
+    def mark_audit_log(self) -> None:
+        """From now on, the audit log is read from its current end: what a test asserts of it is
+        what happened during that test (an earlier test's restart, say, refused requests of its own)."""
+        self.audit_offset = self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+    def audit_lines(self) -> list[str]:
+        """The audit log's lines since ``mark_audit_log``."""
+        with self.audit_log.open("rb") as log:
+            log.seek(self.audit_offset)
+            return log.read().decode().splitlines()
+
+    def wait_authorized(self, user: str, verb: str, resource: str, timeout: float = 30.0) -> None:
+        """Wait until the authorizer lets ``user`` ``verb`` ``resource`` in every namespace: a new
+        binding takes effect when the RBAC informers have seen it, not when it is created."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.kubectl("auth", "can-i", verb, resource, "-A", f"--as={user}", check=False)
+            if answer.stdout.strip() == "yes":
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{user} may not {verb} {resource}: {answer.stdout}{answer.stderr}")
+            time.sleep(0.2)
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.workdir / f"{name}.log"

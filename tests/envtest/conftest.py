@@ -16,8 +16,8 @@ import pytest
 
 from lambda_rollouts.sandbox.aws import MotoSandbox, seed_demo_function
 
-from .apiserver import ApiServer, assets_dir
-from .harness import CERT_USER, REGION, AliasWrites, OperatorProcess, Scene, unique
+from .apiserver import RUNNING, ApiServer, assets_dir
+from .harness import CERT_USER, REGION, SERVICE_ACCOUNT_USER, AliasWrites, OperatorProcess, Scene, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = (ROOT / "crds" / "lambdarollouts.yaml", ROOT / "deploy" / "crds" / "clusterkopfpeerings.yaml")
@@ -52,7 +52,16 @@ def deployed(apiserver: ApiServer) -> ApiServer:
         "--clusterrole=lambda-rollouts",
         f"--user={CERT_USER}",
     )
+    for user in (CERT_USER, SERVICE_ACCOUNT_USER):
+        apiserver.wait_authorized(user, "watch", "lambdarollouts.lambda.rollouts.dev")
     return apiserver
+
+
+@pytest.fixture(autouse=True)
+def audit_log_of_the_test() -> None:
+    """Each test reads the audit logs from where they stood when it began."""
+    for server in RUNNING:
+        server.mark_audit_log()
 
 
 @pytest.fixture(scope="package")

@@ -18,7 +18,8 @@ Contract:
 - ``audit_denials`` reads the API server's audit log: every request of a user that RBAC refused
   (optionally leaving out those received while a restarted server's authorizer was not ready);
   ``audit_writes`` every write a user sent to the rollouts and Events of one namespace;
-  ``audit_events`` every audited request of a user.
+  ``audit_events`` every audited request of a user. Each reads the part of the log written since
+  the test began (the fixture ``audit_log_of_the_test``): an earlier test's refusals are its own.
 - ``AliasWrites`` records, on moto's side, every ``UpdateAlias`` that moto accepted (whoever sent
   it), in order; ``alias_of`` reads an alias as Lambda serves it; ``set_alarm`` puts a CloudWatch
   alarm in moto in the state the test says (moto evaluates no alarm).
@@ -51,6 +52,8 @@ GROUP_VERSION = "lambda.rollouts.dev/v1alpha1"
 REGION = "us-east-1"
 # The certificate user that deploy/'s ClusterRole is bound to (the package fixture ``deployed``).
 CERT_USER = "lambda-rollouts-operator"
+# The user of deploy/'s ServiceAccount.
+SERVICE_ACCOUNT_USER = "system:serviceaccount:lambda-rollouts:lambda-rollouts"
 # Operator settings for real-time tests: quick retries and drift checks.
 FAST_SETTINGS = {
     "LAMBDA_ROLLOUTS_RETRY_INITIAL_DELAY_SECONDS": "1",
@@ -226,10 +229,10 @@ def conditions(body: Body) -> dict[str, tuple[str, str]]:
 
 
 def audit_events(server: ApiServer, user: str) -> Iterator[dict[str, Any]]:
-    """Every request of ``user`` that the API server's audit log holds, in order."""
+    """Every request of ``user`` that the API server's audit log holds since the test began, in order."""
     if not server.audit_log.exists():
         raise AssertionError("the API server wrote no audit log")
-    for line in server.audit_log.read_text().splitlines():
+    for line in server.audit_lines():
         event: dict[str, Any] = json.loads(line)
         if (event.get("user") or {}).get("username") == user:
             yield event

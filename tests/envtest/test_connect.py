@@ -21,9 +21,7 @@ from pathlib import Path
 import pytest
 
 from .apiserver import ApiServer
-from .harness import CERT_USER, Scene, audit_denials, audit_events, run_canary, unique
-
-SERVICE_ACCOUNT_USER = "system:serviceaccount:lambda-rollouts:lambda-rollouts"
+from .harness import CERT_USER, SERVICE_ACCOUNT_USER, Scene, audit_denials, audit_events, run_canary, unique
 
 
 def test_a_kubeconfig_with_embedded_certificates(scene: Scene) -> None:

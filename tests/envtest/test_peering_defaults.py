@@ -22,10 +22,9 @@ import yaml
 from lambda_rollouts.peering import DEFAULT_PEERING_NAME
 
 from .apiserver import ApiServer, free_port
-from .harness import OperatorProcess, Scene, audit_denials, phase_is, unique
+from .harness import SERVICE_ACCOUNT_USER, OperatorProcess, Scene, audit_denials, phase_is, unique
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_ACCOUNT_USER = "system:serviceaccount:lambda-rollouts:lambda-rollouts"
 
 
 @pytest.fixture(scope="module")
