@@ -78,6 +78,7 @@ VENV_BIN = Path(sys.executable).parent
 KUBECTL = str(VENV_BIN / "kubectl")
 # The API servers started and not yet stopped (the tier's and any a module starts of its own).
 RUNNING: list[ApiServer] = []
+ROLLOUTS = "lambdarollouts.lambda.rollouts.dev"
 
 
 def assets_dir() -> Path:
@@ -378,9 +379,12 @@ class ApiServer:
             log.seek(self.audit_offset)
             return log.read().decode().splitlines()
 
-    def wait_authorized(self, user: str, verb: str, resource: str, timeout: float = 30.0) -> None:
-        """Wait until the authorizer lets ``user`` ``verb`` ``resource`` in every namespace: a new
-        binding takes effect when the RBAC informers have seen it, not when it is created."""
+    def wait_authorized(
+        self, user: str, verb: str = "watch", resource: str = ROLLOUTS, timeout: float = 30.0
+    ) -> None:
+        """Wait until the authorizer lets ``user`` ``verb`` ``resource`` in every namespace (by
+        default what the operator does first): a new binding takes effect when the RBAC informers
+        have seen it, not when it is created."""
         deadline = time.monotonic() + timeout
         while True:
             answer = self.kubectl("auth", "can-i", verb, resource, "-A", f"--as={user}", check=False)

@@ -53,7 +53,7 @@ def deployed(apiserver: ApiServer) -> ApiServer:
         f"--user={CERT_USER}",
     )
     for user in (CERT_USER, SERVICE_ACCOUNT_USER):
-        apiserver.wait_authorized(user, "watch", "lambdarollouts.lambda.rollouts.dev")
+        apiserver.wait_authorized(user)
     return apiserver
 
 

@@ -213,7 +213,7 @@ def install(run: Helm, cluster: ApiServer, values_path: Path) -> tuple[list[dict
     # Kopf's peering CRD comes from the chart's crds/, which Helm installs before the templates.
     cluster.kubectl("get", "crd", "clusterkopfpeerings.kopf.dev")
     # A pod is scheduled after its binding takes effect; the operator run here starts at once.
-    cluster.wait_authorized(SERVICE_ACCOUNT_USER, "watch", "lambdarollouts.lambda.rollouts.dev")
+    cluster.wait_authorized(SERVICE_ACCOUNT_USER)
     return objects, stored
 
 

@@ -47,7 +47,7 @@ def replica_users(deployed: ApiServer) -> Iterator[tuple[str, str]]:
         deployed.kubectl(
             "create", "clusterrolebinding", user, "--clusterrole=lambda-rollouts", f"--user={user}"
         )
-        deployed.wait_authorized(user, "watch", "lambdarollouts.lambda.rollouts.dev")
+        deployed.wait_authorized(user)
     yield users
     for user in users:
         deployed.kubectl("delete", "clusterrolebinding", user)
